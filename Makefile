@@ -1,0 +1,51 @@
+# ContextOS — developer entry points. `make run` and `make test` are the two that matter.
+PYTHON_BIN ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint fmt migrate worker beat flower web superuser
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/prod.txt
+	test -x $(BIN)/python || $(PYTHON_BIN) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv and install the pinned requirements
+
+run: install migrate  ## Install, migrate, start web + worker + beat, print the URLs
+	scripts/run-all
+
+test: install lint  ## Lint, then run the whole test suite (real PostgreSQL and Redis)
+	$(BIN)/python -m pytest
+
+lint: install  ## ruff check, ruff format --check, hadolint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+fmt: install  ## Format and autofix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: install  ## Apply database migrations
+	$(BIN)/python manage.py migrate --noinput
+
+web: install  ## Start the web server only
+	scripts/start-web
+
+worker: install  ## Start a Celery worker
+	scripts/start-worker
+
+beat: install  ## Start Celery beat (run exactly one)
+	scripts/start-beat
+
+flower: install  ## Start Flower (needs FLOWER_BASIC_AUTH=user:password)
+	scripts/start-flower
+
+superuser: install  ## Create an admin login
+	$(BIN)/python manage.py createsuperuser

@@ -1,0 +1,24 @@
+"""Reads on API keys."""
+
+import re
+
+from django.db.models import QuerySet
+
+from apps.accounts.models import APIKey
+from apps.accounts.services import KEY_PREFIX, api_key_hash
+
+_KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9]{32,128}")
+
+
+def api_key_get_by_raw(*, raw_key: str) -> APIKey | None:
+    """The key whose raw value is ``raw_key`` (usable or not), or None."""
+    if not _KEY_SHAPE.fullmatch(raw_key):
+        return None
+    return APIKey.objects.select_related("user").filter(key_hash=api_key_hash(raw_key)).first()
+
+
+def api_key_list(*, username: str | None = None) -> QuerySet[APIKey]:
+    keys = APIKey.objects.select_related("user").order_by("-created_at")
+    if username is not None:
+        keys = keys.filter(user__username=username)
+    return keys

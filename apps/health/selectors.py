@@ -1,0 +1,70 @@
+"""Reads of the health domain: readiness and the detailed report for staff."""
+
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+import contextos
+from apps.health.checks import READINESS_CHECKS, run_checks
+from apps.health.models import ServiceHeartbeat
+from apps.health.services import BEAT
+
+WORKER_PING_TIMEOUT_SECONDS = 1.0
+
+
+def readiness_report() -> dict[str, Any]:
+    checks = run_checks(READINESS_CHECKS)
+    healthy = all(check["status"] == "ok" for check in checks.values())
+    return {"status": "ok" if healthy else "unavailable", "checks": checks}
+
+
+def _workers_online() -> dict[str, Any]:
+    replies = current_app.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS) or []
+    names = sorted(name for reply in replies for name in reply)
+    return {"online": len(names), "names": names}
+
+
+def _queue_depths() -> dict[str, dict[str, int]]:
+    depths: dict[str, int] = {}
+    with current_app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        for queue in settings.MONITORED_QUEUES:
+            with conn.channel() as channel:
+                try:
+                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                except conn.channel_errors:
+                    depths[queue] = 0  # never declared: nothing was ever sent to it
+    return {"depths": depths}
+
+
+def _beat() -> dict[str, Any]:
+    heartbeat = ServiceHeartbeat.objects.filter(name=BEAT).first()
+    if heartbeat is None:
+        return {"last_heartbeat_at": None, "age_seconds": None}
+    age = (timezone.now() - heartbeat.beat_at).total_seconds()
+    return {"last_heartbeat_at": heartbeat.beat_at, "age_seconds": round(age, 1)}
+
+
+def _pending_migrations() -> dict[str, list[str]]:
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return {"pending": [f"{migration.app_label}.{migration.name}" for migration, _ in plan]}
+
+
+def health_detail() -> dict[str, Any]:
+    """Readiness plus workers, queues, beat, migrations and version (staff only)."""
+    report = readiness_report()
+    extra = run_checks(
+        {
+            "workers": _workers_online,
+            "queues": _queue_depths,
+            "beat": _beat,
+            "migrations": _pending_migrations,
+        },
+        deadline=3.0,
+    )
+    return report | {"version": contextos.__version__, **extra}

@@ -1,0 +1,65 @@
+"""Liveness, readiness and the staff-only detailed health report."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.health.selectors import health_detail, readiness_report
+from apps.health.serializers import HealthDetailSerializer, LiveSerializer, ReadinessSerializer
+from contextos.serializers import ErrorSerializer
+
+_UNAVAILABLE = OpenApiResponse(ReadinessSerializer, description="A dependency is down.")
+
+
+class _PublicProbe(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+
+class LiveView(_PublicProbe):
+    @extend_schema(summary="Liveness", auth=[], responses={200: LiveSerializer}, tags=["health"])
+    def get(self, request: Request) -> Response:
+        """200 while the process is up; touches no dependency."""
+        return Response({"status": "ok"})
+
+
+class ReadyView(_PublicProbe):
+    @extend_schema(
+        summary="Readiness",
+        auth=[],
+        responses={200: ReadinessSerializer, 503: _UNAVAILABLE},
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        """Database, cache and broker, each probed; answers within 3 seconds."""
+        report = readiness_report()
+        code = (
+            status.HTTP_200_OK if report["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+        return Response(report, status=code)
+
+
+class HealthDetailView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        summary="Detailed health (staff)",
+        responses={
+            200: HealthDetailSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            503: OpenApiResponse(HealthDetailSerializer, description="A dependency is down."),
+        },
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        """Readiness plus workers online, queue depths, beat heartbeat, migrations, version."""
+        report = health_detail()
+        code = (
+            status.HTTP_200_OK if report["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+        return Response(report, status=code)

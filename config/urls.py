@@ -1,0 +1,26 @@
+"""Root URLs: the versioned API, its schema and docs, and the admin."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from contextos import views as kernel_views
+
+admin.site.site_header = "ContextOS administration"
+admin.site.site_title = "ContextOS admin"
+admin.site.index_title = "Operations"
+
+urlpatterns = [
+    path("api/v1/health/", include("apps.health.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("admin/", admin.site.urls),
+    # Anything else under /api/ is a JSON 404, whatever DEBUG says.
+    re_path(r"^api/", kernel_views.api_not_found),
+]
+
+handler400 = "contextos.views.bad_request"
+handler403 = "contextos.views.permission_denied"
+handler404 = "contextos.views.page_not_found"
+handler500 = "contextos.views.server_error"

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class ContextosConfig(AppConfig):
+    name = "contextos"
+    verbose_name = "ContextOS kernel"
+
+    def ready(self) -> None:
+        from django.core.signals import request_finished
+
+        from contextos import logging as kernel_logging
+        from contextos.middleware import clear_request_id
+
+        kernel_logging.connect_celery_signals()
+        request_finished.connect(clear_request_id, dispatch_uid="contextos.clear_request_id")

@@ -1,0 +1,196 @@
+"""The error hierarchy and the one exception handler that renders every API error.
+
+Every error under ``/api/`` has the body
+``{"error": message, "code": code, "details": {...}, "request_id": id}``.
+"""
+
+import logging
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from contextos.context import current_request_id
+
+logger = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """Base of the domain errors services raise; each maps to one HTTP status and code."""
+
+    status_code: int = status.HTTP_400_BAD_REQUEST
+    code: str = "error"
+    message: str = "The request could not be processed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class ValidationFailed(AppError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "validation_error"
+    message = "Invalid input."
+
+
+class NotFound(AppError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    message = "Not found."
+
+
+class PermissionDenied(AppError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "permission_denied"
+    message = "You do not have permission to perform this action."
+
+
+class Conflict(AppError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+    message = "The request conflicts with the current state of the resource."
+
+
+class PayloadTooLarge(AppError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class ProviderError(AppError):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    code = "provider_error"
+    message = "The AI provider failed to answer."
+
+
+class ServiceUnavailable(AppError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    message = "A service this request needs is unavailable; try again shortly."
+
+
+# Infrastructure outages that surface as exceptions anywhere in a request:
+# they are the caller's cue to retry, never a bug (500).
+_OUTAGES: tuple[tuple[tuple[type[BaseException], ...], str, str], ...] = (
+    (
+        (DatabaseOperationalError, DatabaseInterfaceError),
+        "database_unavailable",
+        "The database is unavailable; try again shortly.",
+    ),
+    (
+        (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+        "cache_unavailable",
+        "The cache is unavailable; try again shortly.",
+    ),
+    (
+        (kombu.exceptions.OperationalError,),
+        "broker_unavailable",
+        "The task broker is unavailable; try again shortly.",
+    ),
+)
+
+INTERNAL_ERROR_MESSAGE = "Internal server error."
+
+
+def error_body(message: str, code: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "error": message,
+        "code": code,
+        "details": details or {},
+        "request_id": current_request_id(),
+    }
+
+
+def error_json_response(
+    message: str, code: str, status_code: int, details: dict[str, Any] | None = None
+) -> JsonResponse:
+    """The error body as a plain Django response, for code outside DRF views."""
+    return JsonResponse(error_body(message, code, details), status=status_code)
+
+
+def _drf_error(exc: drf_exceptions.APIException) -> tuple[str, str, dict[str, Any]]:
+    detail = exc.detail
+    if isinstance(exc, drf_exceptions.ValidationError):
+        if isinstance(detail, dict):
+            details = detail
+        else:
+            details = {"non_field_errors": detail if isinstance(detail, list) else [detail]}
+        return ValidationFailed.message, ValidationFailed.code, details
+    code = getattr(detail, "code", None) or exc.default_code
+    if isinstance(exc, drf_exceptions.ParseError):
+        code = "malformed_request"
+    return str(detail), str(code), {}
+
+
+def _outage(exc: BaseException) -> tuple[str, str] | None:
+    for types, code, message in _OUTAGES:
+        if isinstance(exc, types):
+            return code, message
+    return None
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's ``EXCEPTION_HANDLER``: every exception becomes the one error body."""
+    if isinstance(exc, AppError):
+        return Response(error_body(exc.message, exc.code, exc.details), status=exc.status_code)
+
+    outage = _outage(exc)
+    if outage is not None:
+        code, message = outage
+        logger.warning("Dependency outage while serving a request: %s", exc.__class__.__name__)
+        return Response(error_body(message, code), status=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    if not isinstance(exc, drf_exceptions.APIException):
+        logger.error("Unhandled exception in an API view", exc_info=exc)
+        return Response(
+            error_body(INTERNAL_ERROR_MESSAGE, "internal_error"),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    # DRF's handler sets the headers that go with some errors
+    # (WWW-Authenticate, Retry-After); the body is replaced.
+    response = drf_exception_handler(exc, context)
+    message, code, details = _drf_error(exc)
+    response.data = error_body(message, code, details)
+    return response
+
+
+def is_openai_path(request: HttpRequest) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def openai_error_response(message: str, code: str, status_code: int) -> JsonResponse:
+    """OpenAI's error shape, used on the OpenAI-compatible ``/v1/`` paths."""
+    error_type = "invalid_request_error" if status_code < 500 else "server_error"
+    return JsonResponse(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
+        status=status_code,
+    )
+
+
+def plain_error_response(
+    request: HttpRequest, message: str, code: str, status_code: int
+) -> JsonResponse:
+    """An error for code outside DRF views, in the shape the request's path expects."""
+    if is_openai_path(request):
+        return openai_error_response(message, code, status_code)
+    return error_json_response(message, code, status_code)

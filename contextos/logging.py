@@ -1,0 +1,79 @@
+"""Log records that carry the request id (and, in workers, the task id and name).
+
+Development logs are human-readable; production logs are one JSON object per line.
+The request id of the API call that queued a task travels in the task's headers,
+so the task's log lines carry it too.
+"""
+
+import json
+import logging
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import current_task, signals
+
+from contextos.context import current_request_id, request_id_var
+
+_REQUEST_ID_HEADER = "request_id"
+
+# Attributes every LogRecord has; anything else was passed with ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "task_id",
+    "task_name",
+}
+
+
+class ContextFilter(logging.Filter):
+    """Put ``request_id``, ``task_id`` and ``task_name`` on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id() or "-"
+        task = current_task
+        request = getattr(task, "request", None) if task else None
+        record.task_id = getattr(request, "id", None)
+        record.task_name = getattr(task, "name", None) if record.task_id else None
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message and context."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        if getattr(record, "task_id", None):
+            payload["task_id"] = record.task_id
+            payload["task_name"] = record.task_name
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info:
+            payload["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(payload, default=str)
+
+
+def _attach_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    request_id = current_request_id()
+    if headers is not None and request_id and _REQUEST_ID_HEADER not in headers:
+        headers[_REQUEST_ID_HEADER] = request_id
+
+
+def _adopt_request_id(task: Any = None, **_: Any) -> None:
+    request_id = getattr(task.request, _REQUEST_ID_HEADER, None) if task else None
+    request_id_var.set(request_id)
+
+
+def connect_celery_signals() -> None:
+    signals.before_task_publish.connect(_attach_request_id, weak=False)
+    signals.task_prerun.connect(_adopt_request_id, weak=False)

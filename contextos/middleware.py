@@ -1,0 +1,87 @@
+"""Request-scoped middleware: the request id and the request body size limit."""
+
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from contextos.context import request_id_var, sanitize_request_id
+from contextos.exceptions import plain_error_response
+
+GetResponse = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+
+
+class _SyncAndAsyncMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+
+class RequestIDMiddleware(_SyncAndAsyncMiddleware):
+    """Accept a sane ``X-Request-ID`` or make one, expose it to logs, echo it back.
+
+
+    The id stays set until ``request_finished`` so that the handler's own
+    response logging (``django.request``) carries it too.
+    """
+
+    def __call__(self, request: HttpRequest):
+        self._begin(request)
+        if self.is_async:
+            return self._acall(request)
+        response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        response = await self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+    @staticmethod
+    def _begin(request: HttpRequest) -> None:
+        request.request_id = sanitize_request_id(request.headers.get("X-Request-ID"))
+        request_id_var.set(request.request_id)
+
+
+def clear_request_id(**_: object) -> None:
+    request_id_var.set(None)
+
+
+class RequestSizeLimitMiddleware(_SyncAndAsyncMiddleware):
+    """Refuse bodies over ``MAX_REQUEST_BYTES`` (413) before anything reads them."""
+
+    def __call__(self, request: HttpRequest):
+        error = self._check(request)
+        if self.is_async:
+            return self._acall(request, error)
+        return error or self.get_response(request)
+
+    async def _acall(self, request: HttpRequest, error: HttpResponse | None) -> HttpResponse:
+        return error or await self.get_response(request)
+
+    @staticmethod
+    def _check(request: HttpRequest) -> HttpResponse | None:
+        raw = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return plain_error_response(
+                request, "Content-Length must be a non-negative integer.", "bad_request", 400
+            )
+        if length > settings.MAX_REQUEST_BYTES:
+            return plain_error_response(
+                request,
+                f"The request body is larger than {settings.MAX_REQUEST_BYTES} bytes.",
+                "payload_too_large",
+                413,
+            )
+        return None

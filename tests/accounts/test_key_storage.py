@@ -1,0 +1,98 @@
+"""Only a hash of an API key is stored; the raw key is shown once and found nowhere."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from apps.accounts.models import APIKey
+from apps.accounts.services import api_key_hash
+
+ECHO = "/api/v1/_test/echo/"
+
+
+def database_contains(needle: str) -> list[str]:
+    """Every table.column of a text type whose values contain ``needle``."""
+    found = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT table_name, column_name FROM information_schema.columns
+            WHERE table_schema = 'public'
+              AND data_type IN ('text', 'character varying', 'jsonb', 'json')
+            """
+        )
+        for table, column in cursor.fetchall():
+            cursor.execute(
+                f'SELECT 1 FROM "{table}" WHERE "{column}"::text LIKE %s LIMIT 1',  # noqa: S608
+                [f"%{needle}%"],
+            )
+            if cursor.fetchone():
+                found.append(f"{table}.{column}")
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("tests.kernel.urls")
+def test_raw_key_appears_nowhere_in_the_database(user, client_for):
+    out = io.StringIO()
+    call_command("create_api_key", user.username, "--name", "ci", stdout=out)
+    raw_key = out.getvalue().strip()
+    client = client_for(raw_key)
+    assert client.get(ECHO).status_code == 200
+    assert client.post(ECHO, {"name": raw_key[:20]}, format="json").status_code == 201
+
+    assert database_contains(raw_key) == []
+    assert database_contains(raw_key[4:]) == []
+    stored = APIKey.objects.get(user=user)
+    assert stored.key_hash == api_key_hash(raw_key)
+    assert stored.prefix == raw_key[: len(stored.prefix)]
+
+
+@pytest.mark.django_db
+def test_create_api_key_prints_the_key_alone(user):
+    out = io.StringIO()
+    call_command("create_api_key", user.username, "--expires-in-days", "7", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("ctx_")
+    api_key = APIKey.objects.get(user=user)
+    assert api_key.expires_at is not None
+    assert 6.9 < (api_key.expires_at - api_key.created_at).total_seconds() / 86400 <= 7
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["nobody"], "No user named"), (["{user}", "--expires-in-days", "0"], "at least 1")],
+)
+def test_create_api_key_refuses_bad_arguments(user, args, message):
+    args = [arg.format(user=user.username) for arg in args]
+    with pytest.raises(CommandError, match=message):
+        call_command("create_api_key", *args)
+    assert not APIKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_admin_shows_a_new_key_once_and_stores_only_its_hash(client, staff_user):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    response = client.post(
+        "/admin/accounts/apikey/add/",
+        {"user": staff_user.pk, "name": "from admin", "expires_at_0": "", "expires_at_1": ""},
+        follow=True,
+    )
+    assert response.status_code == 200
+    messages = [str(m) for m in response.context["messages"]]
+    shown = [m for m in messages if m.startswith("New API key: ctx_")]
+    assert len(shown) == 1
+    raw_key = shown[0].split()[3]
+    api_key = APIKey.objects.get(name="from admin")
+    assert api_key.key_hash == api_key_hash(raw_key)
+    assert database_contains(raw_key) == []
+    # The change page does not show it again.
+    page = client.get(f"/admin/accounts/apikey/{api_key.pk}/change/").content.decode()
+    assert raw_key not in page
+    assert api_key.prefix in page

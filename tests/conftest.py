@@ -1,0 +1,97 @@
+"""Shared fixtures: users, API keys, authenticated API clients, and the service URLs."""
+
+import os
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.accounts.services import api_key_create
+from tests.factories import StaffUserFactory, UserFactory
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def staff_user(db):
+    return StaffUserFactory()
+
+
+@pytest.fixture
+def api_key(user):
+    """The raw value of a fresh API key belonging to ``user``."""
+    _, raw_key = api_key_create(user=user, name="tests")
+    return raw_key
+
+
+@pytest.fixture
+def staff_api_key(staff_user):
+    _, raw_key = api_key_create(user=staff_user, name="staff tests")
+    return raw_key
+
+
+@pytest.fixture
+def anon_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """Build an API client that presents the given raw API key."""
+
+    def build(raw_key: str) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        return client
+
+    return build
+
+
+@pytest.fixture
+def api_client(client_for, api_key):
+    return client_for(api_key)
+
+
+@pytest.fixture
+def staff_client(client_for, staff_api_key):
+    return client_for(staff_api_key)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Each test starts with an empty cache (throttle counters included)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    return
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["REDIS_URL"]
+
+
+@pytest.fixture
+def blackhole_port():
+    """A port that accepts TCP connections and never answers (a hung server)."""
+    import socket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
+def closed_port():
+    """A port nothing listens on (a server that is down)."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port

@@ -1,0 +1,46 @@
+"""The detailed health report is for staff only and covers workers, queues, beat, migrations."""
+
+import pytest
+from django.urls import reverse
+
+import contextos
+from apps.health.services import heartbeat_record
+
+pytestmark = pytest.mark.django_db
+
+
+def test_requires_a_key(anon_client):
+    response = anon_client.get(reverse("health:detail"))
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+def test_refuses_non_staff(api_client):
+    response = api_client.get(reverse("health:detail"))
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+
+
+@pytest.mark.django_db(transaction=True)  # the report reads from its own threads
+def test_staff_sees_the_whole_report(staff_client):
+    heartbeat_record()
+    response = staff_client.get(reverse("health:detail"))
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "cache", "broker"}
+    assert body["version"] == contextos.__version__
+    assert body["migrations"]["status"] == "ok"
+    assert body["migrations"]["pending"] == []
+    assert body["beat"]["status"] == "ok"
+    assert 0 <= body["beat"]["age_seconds"] < 60
+    assert body["queues"]["status"] == "ok"
+    assert "default" in body["queues"]["depths"]
+    assert body["workers"]["status"] == "ok"
+    assert body["workers"]["online"] == len(body["workers"]["names"])
+
+
+def test_staff_session_login_works_too(client, staff_user):
+    client.force_login(staff_user)
+    response = client.get(reverse("health:detail"))
+    assert response.status_code == 200

@@ -1,0 +1,136 @@
+"""Configuration invariants: Celery reliability, production security, schema, migrations."""
+
+import os
+import secrets
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environment | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_celery_time_limits_stay_below_the_visibility_timeout():
+    conf = current_app.conf
+    visibility = conf.broker_transport_options["visibility_timeout"]
+    assert conf.task_soft_time_limit < conf.task_time_limit < visibility
+
+
+def test_celery_reliability_options():
+    conf = current_app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_hijack_root_logger is False
+    assert conf.accept_content == ["json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert conf.result_backend == "django-db"
+    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert conf.worker_send_task_events is True
+    for entry in conf.beat_schedule.values():
+        assert entry["options"]["expires"] <= entry["schedule"]
+
+
+def test_production_settings_pass_the_deploy_check():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SETTINGS_MODULE="config.settings.prod",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="contextos.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = manage("check", DJANGO_SETTINGS_MODULE="config.settings.prod", ALLOWED_HOSTS="x")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_logs_are_json_lines():
+    result = manage(
+        "shell",
+        "-c",
+        "import logging; logging.getLogger('contextos.probe').warning('hello %s', 'world')",
+        DJANGO_SETTINGS_MODULE="config.settings.prod",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="x",
+    )
+    import json
+
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["message"] == "hello world"
+    assert line["level"] == "WARNING"
+    assert line["logger"] == "contextos.probe"
+    assert {"timestamp", "request_id"} <= set(line)
+
+
+@pytest.mark.django_db
+def test_no_missing_migrations():
+    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
+
+
+def test_schema_generates_without_warnings(tmp_path):
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(out))
+    schema = out.read_text()
+    for path in ("/api/v1/health/live", "/api/v1/health/ready", "/api/v1/health/"):
+        assert f"{path}:" in schema
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+def test_docs_pages_load_their_assets_locally(anon_client, page):
+    response = anon_client.get(page)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "cdn" not in html.lower()
+    assert "drf_spectacular_sidecar" in html
+
+
+def test_embedded_default_needs_no_server(tmp_path):
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CACHES['default']['BACKEND'], "
+        "s.CELERY_BROKER_URL)"
+    )
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", code],
+        cwd=ROOT,
+        env=environment | {"DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    engine, cache, broker = result.stdout.strip().splitlines()[-1].split()
+    assert engine == "django.db.backends.sqlite3"
+    assert cache.endswith("LocMemCache")
+    assert broker == "filesystem://"
+    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
