@@ -1,0 +1,77 @@
+"""A real Celery worker runs a task end to end on each supported broker."""
+
+import socket
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django_celery_results.models import TaskResult
+from kombu import Connection
+
+from apps.health.models import ServiceHeartbeat
+from contextos.context import request_id_var
+from tests.integration.conftest import stop, wait_for
+
+pytestmark = pytest.mark.worker
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def rabbitmq_is_listening() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", 5672)) == 0
+
+
+def broker_connection(broker_url: str, data_dir) -> Connection:
+    if broker_url == "filesystem://":
+        folder = data_dir / "broker" / "queue"
+        folder.mkdir(parents=True, exist_ok=True)
+        return Connection(
+            broker_url,
+            transport_options={"data_folder_in": str(folder), "data_folder_out": str(folder)},
+        )
+    return Connection(broker_url)
+
+
+@pytest.mark.parametrize(
+    "broker",
+    ["redis", "amqp", "filesystem"],
+    ids=["redis", "rabbitmq", "embedded-filesystem"],
+)
+def test_worker_runs_a_task_and_records_its_result(start_worker, tmp_path, broker):
+    broker_url = {
+        "redis": settings.CELERY_BROKER_URL,
+        "amqp": RABBITMQ_URL,
+        "filesystem": "filesystem://",
+    }[broker]
+    if broker == "amqp":
+        assert rabbitmq_is_listening(), "RabbitMQ must run on 127.0.0.1:5672 for this test"
+    worker = start_worker(broker_url)
+
+    token = request_id_var.set("req-from-the-api-call")
+    try:
+        with broker_connection(broker_url, tmp_path) as conn:
+            result = current_app.send_task(
+                "health.beat_heartbeat", queue=worker.queue, connection=conn
+            )
+    finally:
+        request_id_var.reset(token)
+
+    row = wait_for(
+        lambda: TaskResult.objects.filter(task_id=result.id, status="SUCCESS").first(),
+        timeout=60,
+        interval=0.2,
+        message=f"no TaskResult for {result.id}",
+    )
+    assert row.task_name == "health.beat_heartbeat"
+    assert ServiceHeartbeat.objects.filter(name="beat").exists()
+
+    worker.output = stop(worker.process)
+    task_lines = [
+        line for line in worker.json_logs() if line.get("message") == "Heartbeat recorded for beat"
+    ]
+    assert task_lines, worker.output[-2000:]
+    assert task_lines[0]["task_id"] == result.id
+    assert task_lines[0]["task_name"] == "health.beat_heartbeat"
+    assert task_lines[0]["request_id"] == "req-from-the-api-call"
