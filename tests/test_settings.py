@@ -134,3 +134,28 @@ def test_embedded_default_needs_no_server(tmp_path):
     assert cache.endswith("LocMemCache")
     assert broker == "filesystem://"
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def test_a_bad_log_format_stops_start_up():
+    result = manage("check", LOG_FORMAT="xml")
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be one of" in result.stderr
+
+
+def test_env_example_documents_every_setting_read_from_the_environment():
+    import re
+
+    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    read = set()
+    for source in [*(ROOT / "config" / "settings").glob("*.py"), *(ROOT / "scripts").iterdir()]:
+        text = source.read_text()
+        read |= set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', text))
+        read |= set(re.findall(r"\$\{([A-Z_]+)", text))
+    internal = {
+        "BIND_ADDRESS",
+        "CELERY_HOSTNAME",
+        "FLOWER_ADDRESS",
+        "FLOWER_UNAUTHENTICATED",
+        "WEB_ACCESS_LOG",
+    }
+    assert read - internal - documented == set()

@@ -1,5 +1,7 @@
 """Periodic tasks of the health domain."""
 
+from typing import Any
+
 from celery import shared_task
 
 from apps.health.services import heartbeat_record
@@ -9,3 +11,8 @@ from apps.health.services import heartbeat_record
 def beat_heartbeat() -> str:
     """Scheduled every minute by beat: its age tells whether beat and a worker are alive."""
     return heartbeat_record().beat_at.isoformat()
+
+
+def send_heartbeat_on_beat_start(**_: Any) -> None:
+    """Beat's first scheduled heartbeat is a minute away; report liveness at once."""
+    beat_heartbeat.apply_async(expires=60)

@@ -8,6 +8,7 @@ modules only change defaults.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -267,8 +268,19 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Logging ----------------------------------------------------------------
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(default: str) -> str:
+    """``LOG_FORMAT``: "text" (human-readable) or "json" (one object per line)."""
+    value = env.str("LOG_FORMAT", default=default)
+    if value not in LOG_FORMATS:
+        raise ImproperlyConfigured(f"LOG_FORMAT must be one of {LOG_FORMATS}, not {value!r}")
+    return value
+
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOG_FORMAT = env.str("LOG_FORMAT", default="text")  # "text" or "json"
+LOG_FORMAT = log_format("text")
 
 LOGGING = {
     "version": 1,

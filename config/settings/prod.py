@@ -5,7 +5,7 @@ process at start-up instead of running insecurely.
 """
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import LOGGING, env
+from config.settings.base import LOGGING, env, log_format
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY")
@@ -26,5 +26,5 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
-LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOG_FORMAT = log_format("json")
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT

@@ -122,3 +122,83 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str =
             return value
         time.sleep(interval)
     raise AssertionError(message or f"condition not met within {timeout} s")
+
+
+def http_get(url: str, *, headers: dict[str, str] | None = None, timeout: float = 10):
+    """GET ``url``; return (status, headers, body) without raising on 4xx/5xx."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_until_serving(base_url: str, process: subprocess.Popen, timeout: float = 90) -> float:
+    """Wait for /live to answer 200; return how long it took."""
+    started = time.monotonic()
+
+    def live() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{process.stdout.read()[-3000:]}")
+        try:
+            return http_get(f"{base_url}/api/v1/health/live", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(live, timeout=timeout, interval=0.3, message="the server never answered /live")
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory) -> Path:
+    """One collectstatic target for every server the suite starts."""
+    return tmp_path_factory.mktemp("static")
+
+
+@pytest.fixture
+def start_web(static_root, tmp_path, transactional_db) -> Iterator:
+    """Start ``scripts/start-web`` (gunicorn, production settings) with the given environment.
+
+    The server uses the test database unless ``DATABASE_URL`` says otherwise.
+    """
+    from django.db import connection
+
+    started: list[subprocess.Popen] = []
+    database_url = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
+
+    def start(**env: str) -> str:
+        env.setdefault("DATABASE_URL", database_url)
+        port = free_port()
+        process = subprocess.Popen(
+            [str(ROOT / "scripts" / "start-web")],
+            cwd=ROOT,
+            env=process_env(
+                DJANGO_SETTINGS_MODULE="config.settings.prod",
+                SECRET_KEY=uuid.uuid4().hex * 2,
+                ALLOWED_HOSTS="127.0.0.1,localhost",
+                SECURE_SSL_REDIRECT="false",
+                STATIC_ROOT=str(static_root),
+                DATA_DIR=str(tmp_path),
+                PORT=str(port),
+                BIND_ADDRESS="127.0.0.1",
+                WEB_CONCURRENCY="1",
+                WEB_ACCESS_LOG="/dev/null",
+                **env,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_serving(base_url, process)
+        return base_url
+
+    yield start
+    for process in started:
+        stop(process)
