@@ -15,6 +15,7 @@ from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -146,7 +147,18 @@ def _outage(exc: BaseException) -> tuple[str, str] | None:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF's ``EXCEPTION_HANDLER``: every exception becomes the one error body."""
+    """DRF's ``EXCEPTION_HANDLER``: every exception becomes the one error body, as JSON.
+
+    Errors are JSON even for a browser that asked the browsable API for HTML.
+    """
+    request = context.get("request")
+    if request is not None:
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+    return _error_response(exc, context)
+
+
+def _error_response(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, AppError):
         return Response(error_body(exc.message, exc.code, exc.details), status=exc.status_code)
 

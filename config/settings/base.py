@@ -187,7 +187,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "contextos.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON unless a browser asks for HTML: staff logged in to the admin can
+    # explore the API in the browsable renderer.
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "contextos.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

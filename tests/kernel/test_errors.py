@@ -125,3 +125,12 @@ def test_openai_paths_use_openai_error_shape():
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_errors_are_json_even_when_a_browser_asks_for_html(client, staff_user):
+    client.force_login(staff_user)
+    page = client.get(ECHO, HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    assert "text/html" in page["Content-Type"]  # the browsable API, for staff
+    response = client.post(ECHO, "{oops", content_type="application/json", HTTP_ACCEPT="text/html")
+    assert_error_body(response, 400, "malformed_request")
