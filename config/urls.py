@@ -12,6 +12,7 @@ admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("api/v1/health/", include("apps.health.urls")),
+    path("api/v1/tasks/", include("apps.tasks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

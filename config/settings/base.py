@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "contextos",
     "apps.accounts",
     "apps.health",
+    "apps.tasks",
 ]
 
 MIDDLEWARE = [
@@ -238,10 +239,22 @@ else:
     # so every time limit must stay below it (checked by a settings test).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # How often workers look for messages whose worker died (Redis), in
+        # seconds times every Nth look: at most visibility + interval x throttle.
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
     }
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# A request that publishes must not hang on a dead broker: the task row is
+# committed first and recovery publishes it again (see apps.tasks.services).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
@@ -271,6 +284,16 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 60},
     },
 }
+
+# --- Tasks ------------------------------------------------------------------
+# Modules that register task types beyond each app's ``task_types``.
+TASK_TYPE_MODULES = env.list("TASK_TYPE_MODULES", default=[])
+# A running task that ignores its cancellation is terminated after this long.
+TASK_CANCEL_GRACE_SECONDS = env.float("TASK_CANCEL_GRACE_SECONDS", default=10.0)
+# Running this long past the time limit means its worker is gone.
+TASK_STUCK_MARGIN_SECONDS = env.int("TASK_STUCK_MARGIN_SECONDS", default=300)
+# A task whose message could not be published is sent again after this long.
+TASK_REDISPATCH_AFTER_SECONDS = env.int("TASK_REDISPATCH_AFTER_SECONDS", default=30)
 
 # --- Logging ----------------------------------------------------------------
 LOG_FORMATS = ("text", "json")

@@ -67,13 +67,30 @@ class Worker:
 
 @pytest.fixture
 def start_worker(transactional_db, tmp_path) -> Iterator:
-    """Start a real Celery worker on ``broker_url`` consuming a queue of its own."""
+    """Start a real Celery worker subprocess.
+
+    By default it consumes this test run's task queue on the test broker (the
+    queue is emptied first, so only this test's messages reach it).
+    """
+    from django.conf import settings
     from django.db import connection
+    from kombu import Connection
 
     started: list[Worker] = []
 
-    def start(broker_url: str, **env: str) -> Worker:
-        queue = f"test-{uuid.uuid4().hex[:12]}"
+    def start(
+        broker_url: str | None = None,
+        *,
+        queue: str | None = None,
+        concurrency: int = 1,
+        purge: bool = True,
+        **env: str,
+    ) -> Worker:
+        broker_url = broker_url or settings.CELERY_BROKER_URL
+        queue = queue or settings.CELERY_TASK_DEFAULT_QUEUE
+        if purge and queue == settings.CELERY_TASK_DEFAULT_QUEUE:
+            with Connection(broker_url) as conn:
+                conn.default_channel.queue_purge(queue)
         database = connection.settings_dict["NAME"]
         process = subprocess.Popen(
             [
@@ -84,7 +101,7 @@ def start_worker(transactional_db, tmp_path) -> Iterator:
                 "--queues",
                 queue,
                 "--concurrency",
-                "1",
+                str(concurrency),
                 "--hostname",
                 f"{queue}@%h",
                 "--loglevel",

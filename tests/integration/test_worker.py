@@ -1,6 +1,7 @@
 """A real Celery worker runs a task end to end on each supported broker."""
 
 import socket
+import uuid
 
 import pytest
 from celery import current_app
@@ -47,7 +48,7 @@ def test_worker_runs_a_task_and_records_its_result(start_worker, tmp_path, broke
     }[broker]
     if broker == "amqp":
         assert rabbitmq_is_listening(), "RabbitMQ must run on 127.0.0.1:5672 for this test"
-    worker = start_worker(broker_url)
+    worker = start_worker(broker_url, queue=f"test-{uuid.uuid4().hex[:12]}")
 
     token = request_id_var.set("req-from-the-api-call")
     try:

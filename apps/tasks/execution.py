@@ -1,0 +1,211 @@
+"""Running a task in a worker: claim the row once, report progress, honour cancellation, finish.
+
+Only the attempt that claimed the row (``queued`` → ``running`` for its own
+Celery task id) may report on it or finish it, so a message delivered twice
+never runs the work twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from celery import current_app
+from celery.exceptions import SoftTimeLimitExceeded
+from django.utils import timezone
+
+from apps.tasks.models import Task, TaskStatus
+from apps.tasks.registry import TaskType, get_task_type
+
+logger = logging.getLogger(__name__)
+
+# A 1,000-step task must not write its row 1,000 times a second.
+PROGRESS_WRITE_INTERVAL = 0.25
+# How often a running task looks for a cancellation request.
+CANCEL_CHECK_INTERVAL = 0.25
+INSPECT_TIMEOUT = 1.0
+
+
+class TaskCancelled(Exception):
+    """Raised at a checkpoint when the task was cancelled (or is no longer ours)."""
+
+
+@dataclass
+class TaskContext:
+    """What a task type's handler gets: its params, and progress and cancellation hooks."""
+
+    task_id: UUID
+    celery_task_id: str
+    params: dict[str, Any]
+    attempt: int
+    _last_write: float = field(default=0.0, repr=False)
+    _last_check: float = field(default_factory=time.monotonic, repr=False)
+
+    def _ours(self):
+        return Task.objects.filter(
+            pk=self.task_id,
+            status=TaskStatus.RUNNING,
+            celery_task_id=self.celery_task_id,
+            cancel_requested_at__isnull=True,
+        )
+
+    def progress(self, current: int, total: int, message: str = "") -> None:
+        """Report progress (written at most every 0.25 s, the last step always).
+
+        Raises :class:`TaskCancelled` when the task was cancelled.
+        """
+        now = time.monotonic()
+        if current < total and now - self._last_write < PROGRESS_WRITE_INTERVAL:
+            self.checkpoint()
+            return
+        percent = round(100.0 * current / total, 1) if total else 100.0
+        payload = {"current": current, "total": total, "percent": percent, "message": message}
+        updated = self._ours().update(progress=payload, heartbeat_at=timezone.now())
+        self._last_write = self._last_check = now
+        if not updated:
+            raise TaskCancelled
+
+    def checkpoint(self) -> None:
+        """Raise :class:`TaskCancelled` if cancellation was requested (looked up every 0.25 s)."""
+        now = time.monotonic()
+        if now - self._last_check < CANCEL_CHECK_INTERVAL:
+            return
+        self._last_check = now
+        if not self._ours().exists():
+            raise TaskCancelled
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, staying responsive to cancellation."""
+        ends_at = time.monotonic() + seconds
+        while (remaining := ends_at - time.monotonic()) > 0:
+            time.sleep(min(remaining, CANCEL_CHECK_INTERVAL))
+            self.checkpoint()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    retry_in: float | None = None
+
+
+SKIPPED = Outcome("skipped")
+
+
+def _previous_run_alive(task: Task) -> bool:
+    """Whether the worker process that claimed ``task`` still runs its Celery task."""
+    hostname, _, pid = task.worker.rpartition(":")
+    if not hostname:
+        return False
+    try:
+        replies = current_app.control.inspect(
+            destination=[hostname], timeout=INSPECT_TIMEOUT
+        ).active()
+    except Exception:
+        logger.warning("Could not ask %s whether it still runs task %s", hostname, task.pk)
+        return True  # unknown: never risk running the work twice at once
+    for active in (replies or {}).get(hostname, []):
+        if active.get("id") == task.celery_task_id and str(active.get("worker_pid")) == pid:
+            return True
+    return False
+
+
+def claim(*, task_id: UUID | str, celery_task_id: str, worker: str) -> Task | None:
+    """Move the row to ``running`` for this delivery, exactly once; None if it is not ours.
+
+    A redelivered message (its worker was killed) takes the row over when the
+    process that claimed it is gone.
+    """
+    now = timezone.now()
+    fields = {"status": TaskStatus.RUNNING, "started_at": now, "heartbeat_at": now}
+    claimed = Task.objects.filter(
+        pk=task_id, status=TaskStatus.QUEUED, celery_task_id=celery_task_id
+    ).update(worker=worker, **fields)
+    if not claimed:
+        orphan = Task.objects.filter(
+            pk=task_id, status=TaskStatus.RUNNING, celery_task_id=celery_task_id
+        ).first()
+        if orphan is None or orphan.worker == worker or _previous_run_alive(orphan):
+            return None
+        claimed = Task.objects.filter(
+            pk=task_id, status=TaskStatus.RUNNING, worker=orphan.worker
+        ).update(worker=worker, progress=None, **fields)
+        if not claimed:
+            return None
+        logger.warning("Task %s taken over from lost worker %s", task_id, orphan.worker)
+    return Task.objects.get(pk=task_id)
+
+
+def _finish(task: Task, status: str, **fields: Any) -> bool:
+    return bool(
+        Task.objects.filter(
+            pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=task.celery_task_id
+        ).update(status=status, finished_at=timezone.now(), **fields)
+    )
+
+
+def _error(exc: BaseException, message: str | None = None) -> dict[str, str]:
+    name = exc.__class__.__name__
+    return {"message": message or str(exc) or name, "type": name}
+
+
+def _backoff(task_type: TaskType, retries: int) -> float:
+    delay = min(task_type.retry_backoff_max_seconds, task_type.retry_backoff_seconds * 2**retries)
+    return round(random.uniform(delay / 2, delay), 2)  # noqa: S311 - jitter, not security
+
+
+def execute(
+    *, task_id: UUID | str, celery_task_id: str, worker: str, auto_retries: int = 0
+) -> Outcome:
+    """Run the task's current attempt in this worker process."""
+    task = claim(task_id=task_id, celery_task_id=celery_task_id, worker=worker)
+    if task is None:
+        logger.info("Task %s is not ours to run (already claimed or finished)", task_id)
+        return SKIPPED
+    task_type = get_task_type(task.type)
+    if task_type is None:
+        error = {"message": f"Unknown task type {task.type!r}.", "type": "UnknownTaskType"}
+        _finish(task, TaskStatus.FAILED, error=error)
+        return Outcome(TaskStatus.FAILED)
+
+    context = TaskContext(task.pk, celery_task_id, task.params, task.attempt)
+    try:
+        result = task_type.handler(context)
+    except TaskCancelled:
+        # Finishing fails harmlessly when the row is no longer ours (reaped, taken over).
+        _finish(task, TaskStatus.CANCELLED)
+        return Outcome(TaskStatus.CANCELLED)
+    except SoftTimeLimitExceeded as exc:
+        _finish(task, TaskStatus.FAILED, error=_error(exc, "The task ran past its time limit."))
+        return Outcome(TaskStatus.FAILED)
+    except Exception as exc:
+        transient = isinstance(exc, task_type.transient_errors)
+        if transient and auto_retries < task_type.max_auto_retries:
+            delay = _backoff(task_type, auto_retries)
+            Task.objects.filter(
+                pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=celery_task_id
+            ).update(
+                status=TaskStatus.QUEUED,
+                worker="",
+                progress={
+                    "current": 0,
+                    "total": 0,
+                    "percent": 0.0,
+                    "message": f"Retrying in {delay:g} s after {exc.__class__.__name__}: {exc}",
+                },
+            )
+            return Outcome(TaskStatus.QUEUED, retry_in=delay)
+        logger.warning("Task %s (%s) failed: %s", task.pk, task.type, exc)
+        _finish(
+            task,
+            TaskStatus.FAILED,
+            error=_error(exc),
+            error_traceback="".join(traceback.format_exception(exc)),
+        )
+        return Outcome(TaskStatus.FAILED)
+    finished = _finish(task, TaskStatus.SUCCEEDED, result=result)
+    return Outcome(TaskStatus.SUCCEEDED if finished else "superseded")

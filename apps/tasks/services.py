@@ -1,0 +1,288 @@
+"""Writes of the tasks domain: submit, cancel, retry, terminate and recover tasks.
+
+The row is written in the transaction that accepts the request and the Celery
+message is published only after it commits. A publish that fails leaves the
+row marked for dispatch, and :func:`task_recover` sends it again later.
+"""
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from jsonschema import Draft202012Validator
+
+from apps.tasks.models import RETRYABLE_STATUSES, Task, TaskAttempt, TaskStatus
+from apps.tasks.registry import TaskType, get_task_type
+from contextos.exceptions import Conflict, PermissionDenied, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+
+def validate_params(*, task_type: TaskType, params: dict[str, Any]) -> dict[str, Any]:
+    """Check ``params`` against the type's JSON Schema; return them with defaults filled in."""
+    schema = task_type.params_schema
+    errors: dict[str, list[str]] = {}
+    for error in Draft202012Validator(schema).iter_errors(params):
+        if error.validator == "additionalProperties":
+            for name in sorted(set(error.instance) - set(schema.get("properties", {}))):
+                errors.setdefault(name, []).append("Unknown parameter.")
+            continue
+        name = ".".join(str(part) for part in error.absolute_path) or "non_field_errors"
+        errors.setdefault(name, []).append(error.message)
+    if errors:
+        raise ValidationFailed("Invalid params.", details={"params": errors})
+    defaults = {
+        name: spec["default"]
+        for name, spec in schema.get("properties", {}).items()
+        if "default" in spec
+    }
+    return defaults | params
+
+
+def _fingerprint(type_name: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps([type_name, params], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _publish(task: Task) -> None:
+    """Send the Celery message for the task's current attempt (after commit)."""
+    from apps.tasks.tasks import execute_task
+
+    task_type = get_task_type(task.type)
+    queue = task_type.queue if task_type else settings.CELERY_TASK_DEFAULT_QUEUE
+    try:
+        execute_task.apply_async(args=[str(task.pk)], task_id=task.celery_task_id, queue=queue)
+    except Exception:
+        # The row is committed: the request stands and recovery will publish it.
+        logger.exception("Could not publish task %s; it will be dispatched again", task.pk)
+        Task.objects.filter(pk=task.pk, celery_task_id=task.celery_task_id).update(
+            dispatch_pending=True
+        )
+
+
+def _publish_on_commit(task: Task) -> None:
+    transaction.on_commit(lambda: _publish(task))
+
+
+def task_submit(
+    *,
+    owner: AbstractBaseUser,
+    type_name: str,
+    params: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> tuple[Task, bool]:
+    """Accept a task for ``owner``; return it and whether it was created just now.
+
+    The same ``idempotency_key`` with the same type and params returns the
+    first task and enqueues nothing; with other type or params it is a conflict.
+    """
+    task_type = get_task_type(type_name)
+    if task_type is None:
+        raise ValidationFailed(
+            f"Unknown task type {type_name!r}.",
+            details={"type": [f"Unknown task type {type_name!r}; see /api/v1/tasks/types/."]},
+        )
+    if task_type.staff_only and not owner.is_staff:
+        raise PermissionDenied(f"Task type {type_name!r} is for staff only.")
+    params = validate_params(task_type=task_type, params=params)
+    fingerprint = _fingerprint(type_name, params)
+
+    if idempotency_key is not None:
+        existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    try:
+        with transaction.atomic():
+            task = Task.objects.create(
+                owner=owner,
+                type=type_name,
+                params=params,
+                idempotency_key=idempotency_key,
+                request_fingerprint=fingerprint,
+                celery_task_id=str(uuid.uuid4()),
+            )
+            _publish_on_commit(task)
+    except IntegrityError:
+        # Two requests with one key raced; the other one created the task.
+        existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint), False
+    return task, True
+
+
+def _replay(task: Task, fingerprint: str) -> Task:
+    if task.request_fingerprint != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was used with a different request.",
+            code="idempotency_key_reused",
+            details={"task_id": str(task.pk)},
+        )
+    return task
+
+
+def task_cancel(*, task: Task) -> Task:
+    """Cancel ``task``: a queued one never runs; a running one stops at its next checkpoint.
+
+    A running task that has not stopped after ``TASK_CANCEL_GRACE_SECONDS`` is
+    terminated. Cancelling twice is harmless; a finished task is a conflict.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if Task.objects.filter(pk=task.pk, status=TaskStatus.QUEUED).update(
+            status=TaskStatus.CANCELLED, cancel_requested_at=now, finished_at=now
+        ):
+            # The worker's claim would refuse it anyway; revoking saves the delivery.
+            celery_task_id = task.celery_task_id
+            transaction.on_commit(lambda: _revoke(celery_task_id, terminate=False))
+        elif Task.objects.filter(
+            pk=task.pk, status=TaskStatus.RUNNING, cancel_requested_at__isnull=True
+        ).update(cancel_requested_at=now):
+            args = [str(task.pk), task.celery_task_id]
+            transaction.on_commit(
+                lambda: _enforce_cancel_later(args, settings.TASK_CANCEL_GRACE_SECONDS)
+            )
+        task.refresh_from_db()
+        if task.is_finished and task.cancel_requested_at is None:
+            raise Conflict(
+                f"The task has already {task.status}.",
+                code="task_finished",
+                details={"status": task.status},
+            )
+    return task
+
+
+def _revoke(celery_task_id: str, *, terminate: bool) -> None:
+    try:
+        current_app.control.revoke(celery_task_id, terminate=terminate, signal="SIGTERM")
+    except Exception:
+        logger.warning("Could not revoke Celery task %s", celery_task_id, exc_info=True)
+
+
+def _enforce_cancel_later(args: list[str], countdown: float) -> None:
+    from apps.tasks.tasks import enforce_cancel
+
+    try:
+        enforce_cancel.apply_async(args=args, countdown=countdown)
+    except Exception:
+        logger.warning("Could not schedule the cancel deadline of task %s", args[0], exc_info=True)
+
+
+def task_terminate(*, task_id: str, celery_task_id: str) -> str:
+    """End an attempt that ignored its cancellation: terminate its process, mark it cancelled."""
+    still_running = Task.objects.filter(
+        pk=task_id,
+        status=TaskStatus.RUNNING,
+        celery_task_id=celery_task_id,
+        cancel_requested_at__isnull=False,
+    )
+    if not still_running.exists():
+        return "already stopped"
+    _revoke(celery_task_id, terminate=True)
+    still_running.update(status=TaskStatus.CANCELLED, finished_at=timezone.now())
+    logger.warning("Task %s did not stop at a checkpoint and was terminated", task_id)
+    return "terminated"
+
+
+def _archive_attempt(task: Task) -> None:
+    TaskAttempt.objects.create(
+        task=task,
+        number=task.attempt,
+        status=task.status,
+        progress=task.progress,
+        result=task.result,
+        error=task.error,
+        error_traceback=task.error_traceback,
+        celery_task_id=task.celery_task_id,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+    )
+
+
+def _reset_for_new_attempt(task: Task) -> None:
+    task.status = TaskStatus.QUEUED
+    task.attempt += 1
+    task.celery_task_id = str(uuid.uuid4())
+    task.progress = task.result = task.error = None
+    task.error_traceback = task.worker = ""
+    task.started_at = task.finished_at = task.heartbeat_at = task.cancel_requested_at = None
+    task.dispatch_pending = False
+    task.save()
+
+
+@transaction.atomic
+def task_retry(*, task: Task) -> Task:
+    """Run a failed or cancelled task again as its next attempt, keeping the last one's record."""
+    task = Task.objects.select_for_update().get(pk=task.pk)
+    if task.status not in RETRYABLE_STATUSES:
+        raise Conflict(
+            f"Only failed or cancelled tasks can be retried; this one is {task.status}.",
+            code="task_not_retryable",
+            details={"status": task.status},
+        )
+    _archive_attempt(task)
+    _reset_for_new_attempt(task)
+    _publish_on_commit(task)
+    return task
+
+
+def task_recover(*, now: datetime | None = None) -> dict[str, int]:
+    """Repair tasks whose worker or message was lost.
+
+    - ``running`` past the time limit (the worker died and its message is
+      gone): re-queued when the type is idempotent, otherwise failed with a
+      clear error;
+    - ``queued`` whose message could not be published: published again.
+    """
+    now = now or timezone.now()
+    limit = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.TASK_STUCK_MARGIN_SECONDS)
+    stuck = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=now - limit)
+    counts = {"requeued": 0, "failed": 0, "redispatched": 0}
+    for task in stuck.iterator():
+        task_type = get_task_type(task.type)
+        with transaction.atomic():
+            locked = (
+                Task.objects.select_for_update(skip_locked=True)
+                .filter(pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=task.celery_task_id)
+                .first()
+            )
+            if locked is None:
+                continue
+            if task_type is not None and task_type.idempotent:
+                locked.status = TaskStatus.QUEUED
+                locked.celery_task_id = str(uuid.uuid4())
+                locked.worker = ""
+                locked.started_at = locked.heartbeat_at = None
+                locked.save()
+                _publish_on_commit(locked)
+                counts["requeued"] += 1
+            else:
+                locked.status = TaskStatus.FAILED
+                locked.finished_at = now
+                locked.error = {
+                    "message": (
+                        "The worker running this task stopped before it finished "
+                        "(it was lost or ran past its time limit)."
+                    ),
+                    "type": "WorkerLost",
+                }
+                locked.save()
+                counts["failed"] += 1
+    pending = Task.objects.filter(
+        Q(status=TaskStatus.QUEUED, dispatch_pending=True)
+        & Q(updated_at__lt=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS))
+    )
+    for task in pending.iterator():
+        if Task.objects.filter(pk=task.pk, dispatch_pending=True).update(dispatch_pending=False):
+            _publish(task)
+            counts["redispatched"] += 1
+    return counts

@@ -1,0 +1,35 @@
+"""Celery entry points of the tasks domain: thin adapters over execution and services."""
+
+import os
+
+from celery import shared_task
+
+from apps.tasks import execution
+
+
+@shared_task(
+    bind=True,
+    name="tasks.execute",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # automatic retries are bounded per task type
+)
+def execute_task(self, task_id: str) -> dict[str, str]:
+    """Run one attempt of a submitted task (the row says which type and params)."""
+    outcome = execution.execute(
+        task_id=task_id,
+        celery_task_id=self.request.id,
+        worker=f"{self.request.hostname}:{os.getpid()}",
+        auto_retries=self.request.retries,
+    )
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+    return {"task_id": task_id, "status": outcome.status}
+
+
+@shared_task(name="tasks.enforce_cancel", acks_late=True)
+def enforce_cancel(task_id: str, celery_task_id: str) -> str:
+    """Terminate a task that did not stop at a checkpoint within the grace period."""
+    from apps.tasks.services import task_terminate
+
+    return task_terminate(task_id=task_id, celery_task_id=celery_task_id)
