@@ -134,7 +134,8 @@ def task_cancel(*, task: Task) -> Task:
     """Cancel ``task``: a queued one never runs; a running one stops at its next checkpoint.
 
     A running task that has not stopped after ``TASK_CANCEL_GRACE_SECONDS`` is
-    terminated. Cancelling twice is harmless; a finished task is a conflict.
+    terminated. Cancelling a running task again is harmless; cancelling a
+    finished one (cancelled included) is a conflict.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -151,13 +152,15 @@ def task_cancel(*, task: Task) -> Task:
             transaction.on_commit(
                 lambda: _enforce_cancel_later(args, settings.TASK_CANCEL_GRACE_SECONDS)
             )
+        else:
+            task.refresh_from_db()
+            if task.is_finished:
+                raise Conflict(
+                    f"The task has already {task.status}.",
+                    code="task_finished",
+                    details={"status": task.status},
+                )
         task.refresh_from_db()
-        if task.is_finished and task.cancel_requested_at is None:
-            raise Conflict(
-                f"The task has already {task.status}.",
-                code="task_finished",
-                details={"status": task.status},
-            )
     return task
 
 

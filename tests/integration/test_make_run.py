@@ -19,6 +19,20 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.server
 
+
+def http_post_json(url: str, body: dict, key: str) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
 CREATE_STAFF_KEY = """
 from django.contrib.auth import get_user_model
 from apps.accounts.services import api_key_create
@@ -79,6 +93,26 @@ def test_make_run_serves_with_no_configuration(tmp_path, static_root):
         assert report["checks"]["database"]["status"] == "ok"
         assert report["migrations"]["pending"] == []
         assert (tmp_path / "contextos.sqlite3").exists()
+
+        # A task runs in the worker and reports its progress and end through the API.
+        submitted = http_post_json(
+            f"{base}/api/v1/tasks/",
+            {"type": "diagnostics.sleep", "params": {"seconds": 1, "steps": 2}},
+            key,
+        )
+        assert submitted["status"] == "queued"
+
+        def finished() -> dict | None:
+            _, _, raw = http_get(
+                f"{base}/api/v1/tasks/{submitted['id']}/",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            task = json.loads(raw)
+            return task if task["status"] not in {"queued", "running"} else None
+
+        task = wait_for(finished, timeout=60, interval=0.5, message="task never finished")
+        assert task["status"] == "succeeded", task
+        assert task["progress"]["percent"] == 100.0
     finally:
         output = stop(process, timeout=20)
     assert "ContextOS is up" in output, output[-3000:]

@@ -199,8 +199,8 @@ def test_cancel_a_queued_task_means_it_never_runs(api_client):
     assert response.status_code == 202
     assert response.json()["status"] == "cancelled"
     assert response.json()["finished_at"]
-    # Cancelling again is harmless; a cancelled task can be retried.
-    assert api_client.post(f"{TASKS}{task_id}/cancel/").status_code == 202
+    # It is finished now: cancelling again is a conflict; it can be retried.
+    assert api_client.post(f"{TASKS}{task_id}/cancel/").status_code == 409
     retried = api_client.post(f"{TASKS}{task_id}/retry/")
     assert retried.status_code == 202
     assert retried.json()["status"] == "queued"
