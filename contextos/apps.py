@@ -10,6 +10,8 @@ class ContextosConfig(AppConfig):
 
         from contextos import logging as kernel_logging
         from contextos.middleware import clear_request_id
+        from contextos.worker import connect_worker_signals
 
         kernel_logging.connect_celery_signals()
+        connect_worker_signals()
         request_finished.connect(clear_request_id, dispatch_uid="contextos.clear_request_id")

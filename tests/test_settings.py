@@ -41,7 +41,7 @@ def test_celery_reliability_options():
     assert conf.worker_hijack_root_logger is False
     assert conf.accept_content == ["json"]
     assert conf.task_serializer == conf.result_serializer == "json"
-    assert conf.result_backend == "django-db"
+    assert conf.result_backend == "contextos.celery_results:UpsertDatabaseBackend"
     assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
     assert conf.worker_send_task_events is True
     for entry in conf.beat_schedule.values():

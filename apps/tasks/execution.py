@@ -12,11 +12,13 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
 from django.utils import timezone
 
 from apps.tasks.models import Task, TaskStatus
@@ -43,6 +45,7 @@ class TaskContext:
     celery_task_id: str
     params: dict[str, Any]
     attempt: int
+    latest: dict[str, Any] | None = None
     _last_write: float = field(default=0.0, repr=False)
     _last_check: float = field(default_factory=time.monotonic, repr=False)
 
@@ -55,17 +58,19 @@ class TaskContext:
         )
 
     def progress(self, current: int, total: int, message: str = "") -> None:
-        """Report progress (written at most every 0.25 s, the last step always).
+        """Report progress (written at most every 0.25 s; the last step with the outcome).
 
         Raises :class:`TaskCancelled` when the task was cancelled.
         """
+        percent = round(100.0 * current / total, 1) if total else 100.0
+        self.latest = {"current": current, "total": total, "percent": percent, "message": message}
+        if current >= total:
+            return  # the work is done: the finishing write carries it
         now = time.monotonic()
-        if current < total and now - self._last_write < PROGRESS_WRITE_INTERVAL:
+        if now - self._last_write < PROGRESS_WRITE_INTERVAL:
             self.checkpoint()
             return
-        percent = round(100.0 * current / total, 1) if total else 100.0
-        payload = {"current": current, "total": total, "percent": percent, "message": message}
-        updated = self._ours().update(progress=payload, heartbeat_at=timezone.now())
+        updated = self._ours().update(progress=self.latest, heartbeat_at=timezone.now())
         self._last_write = self._last_check = now
         if not updated:
             raise TaskCancelled
@@ -121,23 +126,71 @@ def claim(*, task_id: UUID | str, celery_task_id: str, worker: str) -> Task | No
     process that claimed it is gone.
     """
     now = timezone.now()
-    fields = {"status": TaskStatus.RUNNING, "started_at": now, "heartbeat_at": now}
+    task = _claim_queued(task_id=task_id, celery_task_id=celery_task_id, worker=worker, now=now)
+    if task is not None:
+        return task
+    return _take_over_orphan(task_id=task_id, celery_task_id=celery_task_id, worker=worker, now=now)
+
+
+def _take_over_orphan(
+    *, task_id: UUID | str, celery_task_id: str, worker: str, now: datetime
+) -> Task | None:
+    """Claim a ``running`` row for this delivery when the process that claimed it is gone."""
+    orphan = Task.objects.filter(
+        pk=task_id, status=TaskStatus.RUNNING, celery_task_id=celery_task_id
+    ).first()
+    if orphan is None or orphan.worker == worker or _previous_run_alive(orphan):
+        return None
     claimed = Task.objects.filter(
-        pk=task_id, status=TaskStatus.QUEUED, celery_task_id=celery_task_id
-    ).update(worker=worker, **fields)
+        pk=task_id, status=TaskStatus.RUNNING, worker=orphan.worker
+    ).update(worker=worker, progress=None, started_at=now, heartbeat_at=now)
     if not claimed:
-        orphan = Task.objects.filter(
-            pk=task_id, status=TaskStatus.RUNNING, celery_task_id=celery_task_id
-        ).first()
-        if orphan is None or orphan.worker == worker or _previous_run_alive(orphan):
-            return None
-        claimed = Task.objects.filter(
-            pk=task_id, status=TaskStatus.RUNNING, worker=orphan.worker
-        ).update(worker=worker, progress=None, **fields)
-        if not claimed:
-            return None
-        logger.warning("Task %s taken over from lost worker %s", task_id, orphan.worker)
+        return None
+    logger.warning("Task %s taken over from lost worker %s", task_id, orphan.worker)
     return Task.objects.get(pk=task_id)
+
+
+def _claim_queued(
+    *, task_id: UUID | str, celery_task_id: str, worker: str, now: datetime
+) -> Task | None:
+    """``queued`` → ``running`` for this delivery; the row comes back in the same round trip."""
+    fields = {"status": TaskStatus.RUNNING, "started_at": now, "heartbeat_at": now}
+    if connection.vendor != "postgresql":
+        claimed = Task.objects.filter(
+            pk=task_id, status=TaskStatus.QUEUED, celery_task_id=celery_task_id
+        ).update(worker=worker, updated_at=now, **fields)
+        return Task.objects.get(pk=task_id) if claimed else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608
+            "SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s, worker = %s "
+            "WHERE id = %s AND status = %s AND celery_task_id = %s "
+            "RETURNING type, params, attempt",
+            [
+                TaskStatus.RUNNING,
+                now,
+                now,
+                now,
+                worker,
+                UUID(str(task_id)),
+                TaskStatus.QUEUED,
+                celery_task_id,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    type_name, params, attempt = row
+    params = Task._meta.get_field("params").from_db_value(params, None, connection)
+    return Task(
+        id=UUID(str(task_id)),
+        type=type_name,
+        params=params,
+        attempt=attempt,
+        celery_task_id=celery_task_id,
+        worker=worker,
+        **fields,
+    )
 
 
 def _finish(task: Task, status: str, **fields: Any) -> bool:
@@ -207,5 +260,8 @@ def execute(
             error_traceback="".join(traceback.format_exception(exc)),
         )
         return Outcome(TaskStatus.FAILED)
-    finished = _finish(task, TaskStatus.SUCCEEDED, result=result)
+    outcome = {"result": result}
+    if context.latest is not None:
+        outcome["progress"] = context.latest
+    finished = _finish(task, TaskStatus.SUCCEEDED, **outcome)
     return Outcome(TaskStatus.SUCCEEDED if finished else "superseded")

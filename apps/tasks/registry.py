@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.utils.functional import cached_property
 from django.utils.module_loading import autodiscover_modules
+from jsonschema import Draft202012Validator
 
 if TYPE_CHECKING:
     from apps.tasks.execution import TaskContext
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 Handler = Callable[["TaskContext"], Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class TaskType:
     name: str
     description: str
@@ -35,6 +37,11 @@ class TaskType:
     retry_backoff_seconds: float = 2.0
     retry_backoff_max_seconds: float = 300.0
     queue: str = field(default_factory=lambda: settings.CELERY_TASK_DEFAULT_QUEUE)
+
+    @cached_property
+    def params_validator(self) -> Draft202012Validator:
+        """The compiled params schema (compiling it per request is measurably slow)."""
+        return Draft202012Validator(self.params_schema)
 
 
 _registry: dict[str, TaskType] = {}
@@ -52,6 +59,7 @@ def register(
     def decorator(handler: Handler) -> Handler:
         if name in _registry and _registry[name].handler is not handler:
             raise ValueError(f"Task type {name!r} is registered twice")
+        Draft202012Validator.check_schema(params_schema)  # a broken schema fails at start-up
         _registry[name] = TaskType(
             name=name,
             description=description,

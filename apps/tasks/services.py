@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import uuid
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from jsonschema import Draft202012Validator
 
 from apps.tasks.models import RETRYABLE_STATUSES, Task, TaskAttempt, TaskStatus
 from apps.tasks.registry import TaskType, get_task_type
@@ -31,7 +31,7 @@ def validate_params(*, task_type: TaskType, params: dict[str, Any]) -> dict[str,
     """Check ``params`` against the type's JSON Schema; return them with defaults filled in."""
     schema = task_type.params_schema
     errors: dict[str, list[str]] = {}
-    for error in Draft202012Validator(schema).iter_errors(params):
+    for error in task_type.params_validator.iter_errors(params):
         if error.validator == "additionalProperties":
             for name in sorted(set(error.instance) - set(schema.get("properties", {}))):
                 errors.setdefault(name, []).append("Unknown parameter.")
@@ -101,7 +101,9 @@ def task_submit(
         if existing is not None:
             return _replay(existing, fingerprint), False
     try:
-        with transaction.atomic():
+        # One INSERT needs no transaction of its own, except to survive losing
+        # an Idempotency-Key race inside a caller's transaction.
+        with transaction.atomic() if idempotency_key else nullcontext():
             task = Task.objects.create(
                 owner=owner,
                 type=type_name,
@@ -110,7 +112,8 @@ def task_submit(
                 request_fingerprint=fingerprint,
                 celery_task_id=str(uuid.uuid4()),
             )
-            _publish_on_commit(task)
+        # Outside a transaction this publishes at once; inside one, at its commit.
+        _publish_on_commit(task)
     except IntegrityError:
         # Two requests with one key raced; the other one created the task.
         existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()

@@ -1,0 +1,1 @@
+"""Benchmarks: ContextOS against baselines measured in the same run (`make bench`)."""

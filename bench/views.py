@@ -1,0 +1,34 @@
+"""Baselines: the least a view can do for the same job, on the same server."""
+
+import uuid
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.tasks.models import Task
+
+
+class BareView(APIView):
+    """A DRF view with no authentication, permission or throttling: the floor for /live."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+class BareInsertView(APIView):
+    """An authenticated, throttled view that inserts one task row and nothing else."""
+
+    def post(self, request: Request) -> Response:
+        task = Task.objects.create(
+            owner=request.user,
+            type=str(request.data.get("type", "")),
+            params=request.data.get("params", {}),
+            request_fingerprint="",
+            celery_task_id=str(uuid.uuid4()),
+        )
+        return Response({"id": str(task.pk)}, status=201)
