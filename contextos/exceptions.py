@@ -155,7 +155,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if request is not None:
         request.accepted_renderer = JSONRenderer()
         request.accepted_media_type = JSONRenderer.media_type
-    return _error_response(exc, context)
+    response = _error_response(exc, context)
+    if request is not None and is_openai_path(request):
+        response.data = openai_error_body(
+            response.data["error"], response.data["code"], response.status_code
+        )
+    return response
 
 
 def _error_response(exc: Exception, context: dict[str, Any]) -> Response:
@@ -190,13 +195,19 @@ def is_openai_path(request: HttpRequest) -> bool:
     return request.path.startswith("/v1/")
 
 
-def openai_error_response(message: str, code: str, status_code: int) -> JsonResponse:
+def openai_error_body(message: str, code: str, status_code: int) -> dict[str, Any]:
     """OpenAI's error shape, used on the OpenAI-compatible ``/v1/`` paths."""
-    error_type = "invalid_request_error" if status_code < 500 else "server_error"
-    return JsonResponse(
-        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
-        status=status_code,
-    )
+    if status_code in (401, 403):
+        error_type = "authentication_error" if status_code == 401 else "permission_error"
+    elif status_code == 429:
+        error_type = "rate_limit_error"
+    else:
+        error_type = "invalid_request_error" if status_code < 500 else "server_error"
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def openai_error_response(message: str, code: str, status_code: int) -> JsonResponse:
+    return JsonResponse(openai_error_body(message, code, status_code), status=status_code)
 
 
 def plain_error_response(

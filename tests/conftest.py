@@ -8,6 +8,9 @@ from rest_framework.test import APIClient
 from apps.accounts.services import api_key_create
 from tests.factories import StaffUserFactory, UserFactory
 
+# Fixtures of the fake AI provider servers: fake_openai, fake_anthropic.
+pytest_plugins = ["tests.fakes.openai_server", "tests.fakes.anthropic_server"]
+
 
 @pytest.fixture
 def user(db):

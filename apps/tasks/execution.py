@@ -45,6 +45,8 @@ class TaskContext:
     celery_task_id: str
     params: dict[str, Any]
     attempt: int
+    # Automatic retries still available after this run, for transient errors.
+    retries_left: int = 0
     latest: dict[str, Any] | None = None
     _last_write: float = field(default=0.0, repr=False)
     _last_check: float = field(default_factory=time.monotonic, repr=False)
@@ -225,7 +227,13 @@ def execute(
         _finish(task, TaskStatus.FAILED, error=error)
         return Outcome(TaskStatus.FAILED)
 
-    context = TaskContext(task.pk, celery_task_id, task.params, task.attempt)
+    context = TaskContext(
+        task.pk,
+        celery_task_id,
+        task.params,
+        task.attempt,
+        retries_left=max(0, task_type.max_auto_retries - auto_retries),
+    )
     try:
         result = task_type.handler(context)
     except TaskCancelled:

@@ -29,6 +29,8 @@ class TaskType:
     params_schema: dict[str, Any]
     handler: Handler
     staff_only: bool = False
+    # Started by ContextOS itself (e.g. ai.generate), never through the tasks API.
+    internal: bool = False
     # Safe to run again from the start after its worker died mid-run.
     idempotent: bool = False
     # Errors worth retrying automatically, with exponential backoff.

@@ -11,8 +11,8 @@ from contextos.exceptions import NotFound
 
 
 def task_type_list(*, user: AbstractBaseUser) -> list[TaskType]:
-    """The types ``user`` may submit: staff-only ones are hidden from everyone else."""
-    return [t for t in task_types() if user.is_staff or not t.staff_only]
+    """The types ``user`` may submit: never internal ones; staff-only ones for staff."""
+    return [t for t in task_types() if not t.internal and (user.is_staff or not t.staff_only)]
 
 
 def task_list(

@@ -79,14 +79,17 @@ def task_submit(
     type_name: str,
     params: dict[str, Any],
     idempotency_key: str | None = None,
+    internal: bool = False,
 ) -> tuple[Task, bool]:
     """Accept a task for ``owner``; return it and whether it was created just now.
 
     The same ``idempotency_key`` with the same type and params returns the
     first task and enqueues nothing; with other type or params it is a conflict.
+    Internal types (``internal=True`` on the type) are started only by other
+    services, never on a client's request.
     """
     task_type = get_task_type(type_name)
-    if task_type is None:
+    if task_type is None or (task_type.internal and not internal):
         raise ValidationFailed(
             f"Unknown task type {type_name!r}.",
             details={"type": [f"Unknown task type {type_name!r}; see /api/v1/tasks/types/."]},

@@ -52,6 +52,7 @@ def _submit_request_schema() -> dict[str, Any]:
                 "additionalProperties": False,
             }
             for task_type in task_types()
+            if not task_type.internal
         ]
     }
 

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.health",
     "apps.tasks",
+    "apps.ai_interactions",
 ]
 
 MIDDLEWARE = [
@@ -226,12 +227,13 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -300,6 +302,23 @@ TASK_CANCEL_GRACE_SECONDS = env.float("TASK_CANCEL_GRACE_SECONDS", default=10.0)
 TASK_STUCK_MARGIN_SECONDS = env.int("TASK_STUCK_MARGIN_SECONDS", default=300)
 # A task whose message could not be published is sent again after this long.
 TASK_REDISPATCH_AFTER_SECONDS = env.int("TASK_REDISPATCH_AFTER_SECONDS", default=30)
+
+# --- AI providers -----------------------------------------------------------------
+# Models are "name:input_price:output_price" (USD per million tokens).
+AI_DEFAULT_MODEL = env.str("AI_DEFAULT_MODEL", default="echo-1")
+AI_ECHO_DELAY_MS = env.float("AI_ECHO_DELAY_MS", default=0.0)
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_MODELS = env.list("OPENAI_MODELS", default=[])
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_MODELS = env.list("ANTHROPIC_MODELS", default=[])
+AI_PROVIDER_TIMEOUT = env.float("AI_PROVIDER_TIMEOUT", default=60.0)
+AI_PROVIDER_MAX_ATTEMPTS = env.int("AI_PROVIDER_MAX_ATTEMPTS", default=3)
+AI_RETRY_BASE_DELAY = env.float("AI_RETRY_BASE_DELAY", default=0.5)
+AI_RETRY_MAX_DELAY = env.float("AI_RETRY_MAX_DELAY", default=8.0)
+AI_CACHE_TTL = env.int("AI_CACHE_TTL", default=24 * 3600)
+AI_MAX_PROMPT_CHARS = env.int("AI_MAX_PROMPT_CHARS", default=200_000)
 
 # --- Logging ----------------------------------------------------------------
 LOG_FORMATS = ("text", "json")

@@ -28,9 +28,15 @@ def broker_connection(broker_url: str, data_dir) -> Connection:
     if broker_url == "filesystem://":
         folder = data_dir / "broker" / "queue"
         folder.mkdir(parents=True, exist_ok=True)
+        control = data_dir / "broker" / "control"
+        control.mkdir(parents=True, exist_ok=True)
         return Connection(
             broker_url,
-            transport_options={"data_folder_in": str(folder), "data_folder_out": str(folder)},
+            transport_options={
+                "data_folder_in": str(folder),
+                "data_folder_out": str(folder),
+                "control_folder": str(control),
+            },
         )
     return Connection(broker_url)
 

@@ -89,6 +89,7 @@ def test_invalid_params_name_the_field(api_client, body, field):
     [
         ({"type": "no.such.type"}, "type"),
         ({"type": "tasks.execute"}, "type"),  # a Celery task, not a task type
+        ({"type": "ai.generate"}, "type"),  # internal: started by ContextOS only
         ({"params": {}}, "type"),
         ({"type": "diagnostics.sleep", "params": [1]}, "params"),
         ({"type": "diagnostics.sleep", "priority": 1}, "priority"),

@@ -1,0 +1,173 @@
+"""Admin for AI interactions: filters, search, readable detail, retry and CSV export."""
+
+import csv
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils.html import format_html
+
+from apps.ai_interactions.catalog import model_list
+from apps.ai_interactions.models import AIInteraction
+from apps.ai_interactions.services import interaction_retry
+from contextos.admin import pretty_json
+from contextos.exceptions import AppError
+
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "owner_id",
+    "status",
+    "mode",
+    "provider",
+    "model",
+    "cached",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "finish_reason",
+    "provider_error_type",
+)
+
+
+class _CatalogFilter(admin.SimpleListFilter):
+    """Choices from the model catalog, not a DISTINCT over millions of rows."""
+
+    def lookups(self, request, model_admin):
+        values = sorted({getattr(model, self.parameter_name) for model in model_list()})
+        return [(value, value) for value in values]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(**{self.parameter_name: value}) if value else queryset
+
+
+class ModelFilter(_CatalogFilter):
+    title = parameter_name = "model"
+
+
+class ProviderFilter(_CatalogFilter):
+    title = parameter_name = "provider"
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming CSV."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@admin.register(AIInteraction)
+class AIInteractionAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "owner",
+        "status",
+        "provider",
+        "model",
+        "cached",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+    )
+    list_filter = ("status", ProviderFilter, ModelFilter, "cached", "mode", "created_at")
+    search_fields = ("=id", "=prompt_hash", "owner__username")
+    date_hierarchy = "created_at"
+    list_select_related = ("owner",)
+    show_full_result_count = False
+    actions = ("retry_interactions", "export_csv")
+    fieldsets = (
+        (None, {"fields": ("id", "owner", "status", "mode", "provider", "model", "cached")}),
+        ("Conversation", {"fields": ("conversation", "response_text", "params_json")}),
+        (
+            "Outcome",
+            {
+                "fields": (
+                    "finish_reason",
+                    "input_tokens",
+                    "output_tokens",
+                    "cost_usd",
+                    "latency_ms",
+                    "error_json",
+                    "attempts_json",
+                )
+            },
+        ),
+        (
+            "Trace",
+            {
+                "fields": (
+                    "task",
+                    "prompt_hash",
+                    "metadata_json",
+                    "created_at",
+                    "started_at",
+                    "completed_at",
+                )
+            },
+        ),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="messages")
+    def conversation(self, interaction: AIInteraction) -> str:
+        parts = [
+            format_html(
+                '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>',
+                message.get("role", ""),
+                message.get("content", ""),
+            )
+            for message in interaction.messages
+        ]
+        return format_html("{}", "".join(str(part) for part in parts)) if parts else "—"
+
+    @admin.display(description="response")
+    def response_text(self, interaction: AIInteraction) -> str:
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', interaction.response)
+
+    @admin.display(description="params")
+    def params_json(self, interaction: AIInteraction) -> str:
+        return pretty_json(interaction.params)
+
+    @admin.display(description="error")
+    def error_json(self, interaction: AIInteraction) -> str:
+        return pretty_json(interaction.error)
+
+    @admin.display(description="attempts")
+    def attempts_json(self, interaction: AIInteraction) -> str:
+        return pretty_json(interaction.attempts)
+
+    @admin.display(description="metadata")
+    def metadata_json(self, interaction: AIInteraction) -> str:
+        return pretty_json(interaction.metadata)
+
+    @admin.action(description="Retry selected failed interactions")
+    def retry_interactions(self, request: HttpRequest, queryset: QuerySet[AIInteraction]) -> None:
+        done = 0
+        for interaction in queryset:
+            try:
+                interaction_retry(interaction=interaction)
+                done += 1
+            except AppError as error:
+                self.message_user(request, f"{interaction.pk}: {error.message}", messages.WARNING)
+        if done:
+            self.message_user(request, f"Retried {done} interaction(s).", messages.SUCCESS)
+
+    @admin.action(description="Export selected interactions as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[AIInteraction]):
+        writer = csv.writer(_Echo())
+        rows = queryset.order_by("-created_at").values_list(*CSV_COLUMNS).iterator(chunk_size=2000)
+        lines = (writer.writerow(row) for row in rows)
+        response = StreamingHttpResponse(
+            (line for part in ([writer.writerow(CSV_COLUMNS)], lines) for line in part),
+            content_type="text/csv",
+        )
+        response["Content-Disposition"] = 'attachment; filename="ai-interactions.csv"'
+        return response

@@ -1,0 +1,159 @@
+"""Input and output shapes of the AI API."""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.ai_interactions.models import AIInteraction, InteractionStatus
+from contextos.serializers import StrictInputSerializer
+
+ROLES = ["system", "user", "assistant"]
+
+
+class MessageSerializer(StrictInputSerializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class GenerationParamsSerializer(StrictInputSerializer):
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False)
+    max_tokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    top_p = serializers.FloatField(min_value=0, max_value=1, required=False)
+    stop = serializers.JSONField(required=False, help_text="A string or up to 4 strings.")
+
+    def validate_stop(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and len(value) <= 4 and all(isinstance(v, str) for v in value):
+            return value
+        raise serializers.ValidationError("A string or a list of at most 4 strings.")
+
+
+class InteractionCreateSerializer(StrictInputSerializer):
+    prompt = serializers.CharField(required=False, trim_whitespace=False)
+    messages = MessageSerializer(many=True, required=False, allow_empty=False)
+    model = serializers.CharField(required=False, max_length=200)
+    params = GenerationParamsSerializer(required=False)
+    mode = serializers.ChoiceField(choices=["sync", "async"], default="sync")
+    cache = serializers.BooleanField(default=True)
+    metadata = serializers.DictField(required=False, default=dict)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if ("prompt" in data) == ("messages" in data):
+            raise serializers.ValidationError(
+                {"prompt": ["Give either 'prompt' or 'messages' (not both)."]}
+            )
+        if "prompt" in data:
+            data["messages"] = [{"role": "user", "content": data.pop("prompt")}]
+        else:
+            data["messages"] = [dict(message) for message in data["messages"]]
+        data["params"] = dict(data.get("params") or {})
+        return data
+
+
+class InteractionFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=InteractionStatus.choices, required=False)
+    model = serializers.CharField(required=False, max_length=200)
+    provider = serializers.CharField(required=False, max_length=50)
+    cached = serializers.BooleanField(required=False, allow_null=True, default=None)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    search = serializers.CharField(required=False, max_length=500)
+
+
+class InteractionErrorSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    type = serializers.CharField()
+    provider_status = serializers.IntegerField(allow_null=True)
+
+
+class InteractionSerializer(serializers.ModelSerializer):
+    task_id = serializers.UUIDField(allow_null=True, read_only=True)
+    cost_usd = serializers.DecimalField(max_digits=14, decimal_places=8, read_only=True)
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AIInteraction
+        fields = [
+            "id",
+            "status",
+            "provider",
+            "model",
+            "messages",
+            "params",
+            "response",
+            "finish_reason",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "latency_ms",
+            "cached",
+            "task_id",
+            "error",
+            "metadata",
+            "created_at",
+            "started_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(InteractionErrorSerializer(allow_null=True))
+    def get_error(self, interaction: AIInteraction) -> dict[str, Any] | None:
+        return interaction.error
+
+
+class ModelSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    default = serializers.BooleanField()
+    input_price_per_mtok = serializers.DecimalField(max_digits=12, decimal_places=4)
+    output_price_per_mtok = serializers.DecimalField(max_digits=12, decimal_places=4)
+
+
+class DateOrDateTimeField(serializers.DateTimeField):
+    """A date (the start of that day, UTC) or a date-time."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) == 10:
+            value = f"{value}T00:00:00Z"
+        return super().to_internal_value(value)
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=["day", "model"], default="day")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # "from" and "to" are Python keywords, so they cannot be declared as attributes.
+        return {
+            **super().get_fields(),
+            "from": DateOrDateTimeField(required=False),
+            "to": DateOrDateTimeField(required=False),
+        }
+
+
+class UsageRowSerializer(serializers.Serializer):
+    day = serializers.DateField(required=False)
+    provider = serializers.CharField(required=False)
+    model = serializers.CharField(required=False)
+    requests = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cached = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=18, decimal_places=8)
+    latency_ms_mean = serializers.FloatField(allow_null=True)
+    latency_ms_p95 = serializers.FloatField(allow_null=True)
+
+
+class UsageSerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=["day", "model"])
+    results = UsageRowSerializer(many=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            **super().get_fields(),
+            "from": serializers.DateTimeField(),
+            "to": serializers.DateTimeField(),
+        }

@@ -1,0 +1,366 @@
+"""Writes of the AI domain: ask a model (through the cache), record it, retry, delete.
+
+Every call is an ``AIInteraction`` row. Answers are cached in Redis under
+``ai:response:<sha256 of provider, model, messages, params>``; identical
+requests that arrive together make one provider call (a Redis lock), and
+with Redis down calls still work, uncached.
+"""
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
+from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
+from apps.ai_interactions.providers.base import (
+    Generation,
+    Message,
+    ModelInfo,
+    ProviderCallError,
+)
+from apps.ai_interactions.providers.retry import call_with_retries
+from contextos.cache import cache_key
+from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError
+
+logger = logging.getLogger(__name__)
+
+GENERATE_TASK_TYPE = "ai.generate"
+
+
+def prompt_chars(messages: list[Message]) -> int:
+    return sum(len(message["content"]) for message in messages)
+
+
+def prompt_hash(*, provider: str, model: str, messages: list[Message], params: dict) -> str:
+    canonical = json.dumps(
+        {"provider": provider, "model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def response_cache_key(digest: str) -> str:
+    return cache_key("ai", "response", digest)
+
+
+def check_prompt_size(messages: list[Message]) -> None:
+    size = prompt_chars(messages)
+    if size > settings.AI_MAX_PROMPT_CHARS:
+        raise PayloadTooLarge(
+            f"The prompt is {size} characters; the limit is {settings.AI_MAX_PROMPT_CHARS}.",
+            code="prompt_too_large",
+            details={"messages": [f"At most {settings.AI_MAX_PROMPT_CHARS} characters in all."]},
+        )
+
+
+def interaction_build(
+    *,
+    owner: AbstractBaseUser,
+    api_key: Any,
+    model: ModelInfo,
+    messages: list[Message],
+    params: dict[str, Any],
+    mode: str,
+    metadata: dict[str, Any],
+    status: str,
+) -> AIInteraction:
+    return AIInteraction(
+        owner=owner,
+        api_key=api_key,
+        mode=mode,
+        status=status,
+        provider=model.provider,
+        model=model.model,
+        messages=messages,
+        params=params,
+        prompt="\n\n".join(message["content"] for message in messages),
+        prompt_hash=prompt_hash(
+            provider=model.provider, model=model.model, messages=messages, params=params
+        ),
+        metadata=metadata,
+    )
+
+
+# --- The cache ---------------------------------------------------------------------
+
+
+def cached_answer(digest: str) -> dict[str, Any] | None:
+    return cache.get(response_cache_key(digest))  # a Redis outage reads as a miss
+
+
+def remember_answer(digest: str, answer: dict[str, Any]) -> None:
+    """Cache ``answer`` (text, finish_reason, input_tokens, output_tokens) for ``digest``."""
+    cache.set(response_cache_key(digest), answer, timeout=settings.AI_CACHE_TTL)
+
+
+@contextmanager
+def _single_flight(digest: str) -> Iterator[None]:
+    """Hold the lock for ``digest`` so only one identical request calls the provider.
+
+    The others wait for it, then find the answer in the cache. Without Redis
+    (an outage, or the local-memory cache) each request goes on alone.
+    """
+    hold = settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
+    lock = None
+    if hasattr(cache, "lock"):
+        try:
+            lock = cache.lock(cache_key("ai", "lock", digest), timeout=hold, blocking_timeout=hold)
+            if not lock.acquire():
+                lock = None
+        except Exception:
+            logger.warning("AI cache lock unavailable; calling the provider unlocked")
+            lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            try:
+                lock.release()
+            except Exception:
+                logger.warning("Could not release the AI cache lock for %s", digest)
+
+
+# --- Recording -----------------------------------------------------------------------
+
+
+def record_answer(
+    interaction: AIInteraction,
+    *,
+    model: ModelInfo,
+    answer: dict[str, Any],
+    cached: bool,
+    started: float,
+    attempts: list[dict[str, Any]],
+) -> None:
+    interaction.status = InteractionStatus.SUCCEEDED
+    interaction.response = answer["text"]
+    interaction.finish_reason = answer["finish_reason"]
+    interaction.input_tokens = answer["input_tokens"]
+    interaction.output_tokens = answer["output_tokens"]
+    interaction.cached = cached
+    interaction.cost_usd = (
+        0
+        if cached
+        else cost_usd(
+            model, input_tokens=answer["input_tokens"], output_tokens=answer["output_tokens"]
+        )
+    )
+    interaction.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    interaction.attempts = attempts
+    interaction.error = None
+    interaction.provider_error_type = ""
+    interaction.provider_status = None
+    interaction.completed_at = timezone.now()
+
+
+def record_failure(
+    interaction: AIInteraction, error: ProviderCallError, *, started: float, final: bool
+) -> None:
+    interaction.status = InteractionStatus.FAILED if final else InteractionStatus.QUEUED
+    interaction.error = {
+        "message": error.message,
+        "type": error.error_type,
+        "provider_status": error.status,
+    }
+    interaction.provider_error_type = error.error_type
+    interaction.provider_status = error.status
+    interaction.attempts = [*interaction.attempts, *(a.as_dict() for a in error.attempts)]
+    interaction.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    interaction.completed_at = timezone.now() if final else None
+
+
+def _generate(interaction: AIInteraction, model: ModelInfo) -> tuple[Generation, list]:
+    provider = provider_for(model)
+    generation, attempts = call_with_retries(
+        lambda: provider.generate(
+            messages=interaction.messages,
+            model=model.model,
+            params=interaction.params,
+            timeout=settings.AI_PROVIDER_TIMEOUT,
+        ),
+        max_attempts=settings.AI_PROVIDER_MAX_ATTEMPTS,
+        base_delay=settings.AI_RETRY_BASE_DELAY,
+        max_delay=settings.AI_RETRY_MAX_DELAY,
+    )
+    return generation, [attempt.as_dict() for attempt in attempts]
+
+
+def _answer_fields(generation: Generation) -> dict[str, Any]:
+    return {
+        "text": generation.text,
+        "finish_reason": generation.finish_reason,
+        "input_tokens": generation.input_tokens,
+        "output_tokens": generation.output_tokens,
+    }
+
+
+def interaction_run(*, interaction: AIInteraction, use_cache: bool, final: bool = True) -> None:
+    """Answer ``interaction`` (from the cache, or the provider) and save the outcome.
+
+    Raises :class:`ProviderCallError` when the provider fails; the row then
+    says ``failed`` (or ``queued`` again when ``final`` is False: it will be retried).
+    """
+    model = model_get(interaction.model)
+    started = time.perf_counter()
+    interaction.status = InteractionStatus.RUNNING
+    interaction.started_at = interaction.started_at or timezone.now()
+    try:
+        if use_cache and (hit := cached_answer(interaction.prompt_hash)):
+            record_answer(
+                interaction, model=model, answer=hit, cached=True, started=started, attempts=[]
+            )
+        elif use_cache:
+            with _single_flight(interaction.prompt_hash):
+                if hit := cached_answer(interaction.prompt_hash):
+                    record_answer(
+                        interaction,
+                        model=model,
+                        answer=hit,
+                        cached=True,
+                        started=started,
+                        attempts=[],
+                    )
+                else:
+                    generation, attempts = _generate(interaction, model)
+                    remember_answer(interaction.prompt_hash, _answer_fields(generation))
+                    record_answer(
+                        interaction,
+                        model=model,
+                        answer=_answer_fields(generation),
+                        cached=False,
+                        started=started,
+                        attempts=attempts,
+                    )
+        else:
+            generation, attempts = _generate(interaction, model)
+            record_answer(
+                interaction,
+                model=model,
+                answer=_answer_fields(generation),
+                cached=False,
+                started=started,
+                attempts=attempts,
+            )
+    except ProviderCallError as error:
+        record_failure(interaction, error, started=started, final=final)
+        interaction.save()
+        raise
+    interaction.save()
+
+
+def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> ProviderError:
+    return ProviderError(
+        f"The provider failed: {error.message}",
+        details={
+            "interaction_id": str(interaction.pk),
+            "type": error.error_type,
+            "provider_status": error.status,
+        },
+    )
+
+
+def interaction_create(
+    *,
+    owner: AbstractBaseUser,
+    api_key: Any = None,
+    messages: list[Message],
+    model_name: str | None = None,
+    params: dict[str, Any] | None = None,
+    mode: str = InteractionMode.SYNC,
+    use_cache: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> AIInteraction:
+    """Ask a model. Sync (and gateway) calls answer now; async ones queue an ``ai.generate`` task.
+
+    A sync call whose provider fails raises :class:`ProviderError` (502) naming
+    the recorded interaction.
+    """
+    check_prompt_size(messages)
+    model = model_get(model_name)
+    fields = {
+        "owner": owner,
+        "api_key": api_key,
+        "model": model,
+        "messages": messages,
+        "params": params or {},
+        "mode": mode,
+        "metadata": metadata or {},
+    }
+    if mode == InteractionMode.ASYNC:
+        return _enqueue(interaction_build(status=InteractionStatus.QUEUED, **fields), use_cache)
+
+    interaction = interaction_build(status=InteractionStatus.RUNNING, **fields)
+    if use_cache and (hit := cached_answer(interaction.prompt_hash)):
+        # The common fast path: one cache read, one INSERT.
+        interaction.started_at = timezone.now()
+        record_answer(
+            interaction,
+            model=model,
+            answer=hit,
+            cached=True,
+            started=time.perf_counter(),
+            attempts=[],
+        )
+        interaction.save(force_insert=True)
+        return interaction
+    interaction.started_at = timezone.now()
+    interaction.save(force_insert=True)
+    return _answer_now(interaction, use_cache=use_cache)
+
+
+def _enqueue(interaction: AIInteraction, use_cache: bool, *, insert: bool = True) -> AIInteraction:
+    """Save ``interaction`` as queued with an ``ai.generate`` task, in one transaction."""
+    from apps.tasks.services import task_submit
+
+    interaction.status = InteractionStatus.QUEUED
+    with transaction.atomic():
+        task, _ = task_submit(
+            owner=interaction.owner,
+            type_name=GENERATE_TASK_TYPE,
+            params={"interaction_id": str(interaction.pk), "cache": use_cache},
+            internal=True,
+        )
+        interaction.task = task
+        interaction.save(force_insert=insert)
+    return interaction
+
+
+def _answer_now(interaction: AIInteraction, *, use_cache: bool) -> AIInteraction:
+    try:
+        interaction_run(interaction=interaction, use_cache=use_cache)
+    except ProviderCallError as error:
+        raise _provider_error(interaction, error) from error
+    return interaction
+
+
+def interaction_retry(*, interaction: AIInteraction) -> AIInteraction:
+    """Ask again for a failed interaction, in its own mode (async ones get a new task)."""
+    if interaction.status != InteractionStatus.FAILED:
+        raise Conflict(
+            f"Only failed interactions can be retried; this one is {interaction.status}.",
+            code="interaction_not_retryable",
+            details={"status": interaction.status},
+        )
+    interaction.error = None
+    interaction.completed_at = None
+    if interaction.mode in (InteractionMode.ASYNC, InteractionMode.BATCH):
+        return _enqueue(interaction, use_cache=True, insert=False)
+    return _answer_now(interaction, use_cache=True)
+
+
+def interaction_delete(*, interaction: AIInteraction) -> None:
+    """Delete the record and the cached answer it was made from."""
+    cache.delete(response_cache_key(interaction.prompt_hash))
+    interaction.delete()

@@ -1,0 +1,112 @@
+"""Task types of the AI domain: async interactions (internal) and batches."""
+
+from typing import Any
+
+from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
+from apps.ai_interactions.providers.base import ProviderCallError
+from apps.ai_interactions.services import GENERATE_TASK_TYPE, interaction_create, interaction_run
+from apps.tasks.execution import TaskContext
+from apps.tasks.registry import register
+
+PARAMS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "stop": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+            ]
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+class ProviderUnavailable(Exception):
+    """A retryable provider failure: the task tries again later, with backoff."""
+
+
+@register(
+    GENERATE_TASK_TYPE,
+    description="Answer one asynchronous AI interaction.",
+    params_schema={
+        "type": "object",
+        "properties": {
+            "interaction_id": {"type": "string", "format": "uuid"},
+            "cache": {"type": "boolean", "default": True},
+        },
+        "required": ["interaction_id"],
+        "additionalProperties": False,
+    },
+    internal=True,
+    idempotent=True,
+    transient_errors=(ProviderUnavailable,),
+    max_auto_retries=5,
+    retry_backoff_seconds=5.0,
+    retry_backoff_max_seconds=120.0,
+)
+def generate(context: TaskContext) -> dict[str, Any]:
+    interaction = AIInteraction.objects.get(pk=context.params["interaction_id"])
+    if interaction.status == InteractionStatus.SUCCEEDED:
+        return {"interaction_id": str(interaction.pk), "status": interaction.status}
+    # With retries left, a retryable failure leaves the row queued, not failed.
+    final = context.retries_left == 0
+    try:
+        interaction_run(interaction=interaction, use_cache=context.params["cache"], final=final)
+    except ProviderCallError as error:
+        if error.retryable and not final:
+            raise ProviderUnavailable(error.message) from error
+        raise
+    return {"interaction_id": str(interaction.pk), "status": interaction.status}
+
+
+@register(
+    "ai.batch",
+    description=(
+        "Ask one model many prompts: one interaction per prompt, progress after each, "
+        "cancellable between prompts. The result lists the interactions and their statuses."
+    ),
+    params_schema={
+        "type": "object",
+        "properties": {
+            "prompts": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "minItems": 1,
+                "maxItems": 1000,
+            },
+            "model": {"type": "string"},
+            "params": PARAMS_SCHEMA,
+            "cache": {"type": "boolean", "default": True},
+        },
+        "required": ["prompts"],
+        "additionalProperties": False,
+    },
+)
+def batch(context: TaskContext) -> dict[str, Any]:
+    from apps.tasks.models import Task
+
+    owner = Task.objects.select_related("owner").get(pk=context.task_id).owner
+    prompts = context.params["prompts"]
+    results = []
+    for number, prompt in enumerate(prompts, start=1):
+        context.checkpoint()
+        try:
+            interaction = interaction_create(
+                owner=owner,
+                messages=[{"role": "user", "content": prompt}],
+                model_name=context.params.get("model"),
+                params=context.params.get("params") or {},
+                mode=InteractionMode.BATCH,
+                use_cache=context.params["cache"],
+                metadata={"task_id": str(context.task_id), "index": number - 1},
+            )
+            results.append({"id": str(interaction.pk), "status": interaction.status})
+        except Exception as error:  # one failed prompt does not sink the batch
+            interaction_id = getattr(error, "details", {}).get("interaction_id")
+            results.append({"id": interaction_id, "status": InteractionStatus.FAILED})
+        context.progress(number, len(prompts), f"{number} of {len(prompts)} prompts answered")
+    return {"interactions": results}

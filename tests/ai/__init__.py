@@ -1,0 +1,1 @@
+"""Tests of the AI providers and the retry policy around them."""
