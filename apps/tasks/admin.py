@@ -1,7 +1,7 @@
 """Admin for tasks: read-only detail, filters, cancel and retry, a link to the Celery result."""
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -10,7 +10,7 @@ from django_celery_results.models import TaskResult
 from apps.tasks.models import Task, TaskAttempt
 from apps.tasks.registry import task_types
 from apps.tasks.services import task_cancel, task_retry
-from contextos.admin import pretty_json
+from contextos.admin import EstimatedCountPaginator, as_uuid, owned_by_username, pretty_json
 from contextos.exceptions import AppError
 
 
@@ -61,10 +61,12 @@ class TaskAdmin(admin.ModelAdmin):
         ("owner", admin.RelatedOnlyFieldListFilter),
         "created_at",
     )
-    search_fields = ("=id", "type", "owner__username", "=idempotency_key", "=celery_task_id")
+    search_fields = ("=id", "=type", "=owner__username", "=idempotency_key", "=celery_task_id")
+    search_help_text = "A task or Celery task id, a type, an owner's username, an idempotency key."
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = ("cancel_tasks", "retry_tasks")
     inlines = (TaskAttemptInline,)
     fieldsets = (
@@ -88,6 +90,17 @@ class TaskAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        # Indexed lookups chosen by the term's shape, instead of an OR over a join.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if (task_id := as_uuid(term)) is not None:
+            return queryset.filter(Q(pk=task_id) | Q(celery_task_id=term)), False
+        return queryset.filter(
+            Q(type=term) | Q(idempotency_key=term) | Q(owner__in=owned_by_username(term))
+        ), False
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
