@@ -2,10 +2,12 @@
 
 import uuid
 
+from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
 
 
@@ -32,3 +34,24 @@ class BareInsertView(APIView):
             celery_task_id=str(uuid.uuid4()),
         )
         return Response({"id": str(task.pk)}, status=201)
+
+
+class BareCacheInsertView(APIView):
+    """Authenticated and throttled: one Redis GET and one interaction INSERT, nothing else."""
+
+    def post(self, request: Request) -> Response:
+        prompt = str(request.data.get("prompt", ""))
+        answer = cache.get("bench:answer") or ""
+        row = AIInteraction.objects.create(
+            owner=request.user,
+            status="succeeded",
+            mode="sync",
+            provider="echo",
+            model="echo-1",
+            messages=[{"role": "user", "content": prompt}],
+            prompt=prompt,
+            prompt_hash="0" * 64,
+            response=answer,
+            cached=True,
+        )
+        return Response({"id": str(row.pk)}, status=201)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # rest_framework.views imports this module while it loads
     from rest_framework.request import Request
@@ -39,19 +42,32 @@ class APIKeyRateThrottle(SimpleRateThrottle):
     def allow_request(self, request: Request, view: APIView) -> bool:
         if self.rate is None:
             return True
-        key = self.get_cache_key(request, view)
         now = time.time()
         window = int(now // self.duration)
-        self.window_ends_at = (window + 1) * self.duration
-        window_key = f"{key}:{window}"
-        if self.cache.add(window_key, 1, timeout=self.duration + 1):
-            return True
-        try:
-            count = self.cache.incr(window_key)
-        except ValueError:  # expired between add and incr
-            return True
         self.now = now
+        self.window_ends_at = (window + 1) * self.duration
+        count = self._count(f"{self.get_cache_key(request, view)}:{window}")
         return count is None or count <= self.num_requests
+
+    def _count(self, key: str) -> int | None:
+        """This request's number in its window: one round trip on Redis."""
+        client = getattr(self.cache, "client", None)
+        if client is not None and hasattr(client, "get_client"):
+            try:
+                pipe = client.get_client(write=True).pipeline(transaction=False)
+                full_key = self.cache.make_and_validate_key(key)
+                pipe.incr(full_key)
+                pipe.expire(full_key, self.duration + 1, nx=True)
+                return pipe.execute()[0]
+            except Exception:
+                logger.warning("Rate limiting skipped: the cache is unavailable")
+                return None
+        if self.cache.add(key, 1, timeout=self.duration + 1):
+            return 1
+        try:
+            return self.cache.incr(key)
+        except ValueError:  # expired between add and incr
+            return None
 
     def wait(self) -> float:
         return max(self.window_ends_at - self.now, 1.0)

@@ -106,24 +106,27 @@ def remember_answer(digest: str, answer: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _single_flight(digest: str) -> Iterator[None]:
+def _single_flight(digest: str) -> Iterator[bool]:
     """Hold the lock for ``digest`` so only one identical request calls the provider.
 
-    The others wait for it, then find the answer in the cache. Without Redis
-    (an outage, or the local-memory cache) each request goes on alone.
+    Yields whether this request waited for another one, which has then put
+    the answer in the cache. Without Redis (an outage, or the local-memory
+    cache) each request goes on alone.
     """
     hold = settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
-    lock = None
+    lock, waited = None, False
     if hasattr(cache, "lock"):
         try:
             lock = cache.lock(cache_key("ai", "lock", digest), timeout=hold, blocking_timeout=hold)
-            if not lock.acquire():
-                lock = None
+            if not lock.acquire(blocking=False):
+                waited = True
+                if not lock.acquire():
+                    lock = None
         except Exception:
             logger.warning("AI cache lock unavailable; calling the provider unlocked")
             lock = None
     try:
-        yield
+        yield waited
     finally:
         if lock is not None:
             try:
@@ -222,8 +225,8 @@ def interaction_run(*, interaction: AIInteraction, use_cache: bool, final: bool 
                 interaction, model=model, answer=hit, cached=True, started=started, attempts=[]
             )
         elif use_cache:
-            with _single_flight(interaction.prompt_hash):
-                if hit := cached_answer(interaction.prompt_hash):
+            with _single_flight(interaction.prompt_hash) as waited:
+                if waited and (hit := cached_answer(interaction.prompt_hash)):
                     record_answer(
                         interaction,
                         model=model,
