@@ -533,7 +533,7 @@ def main() -> int:
         "# Benchmarks\n\n"
         f"`make bench`, {stamp}. Machine: {machine()}.\n\n"
         f"Medians of {args.runs} interleaved runs; HTTP with `wrk -t1 -c8 -d{args.seconds}s` "
-        "against gunicorn (2 sync workers, production settings); workers with 2 processes on "
+        "against gunicorn (2 gthread workers, production settings); workers with 2 processes on "
         "the Redis broker. Each baseline runs on the same server or broker in the same run.\n\n"
         f"{report}\n"
     )
