@@ -512,6 +512,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="seconds per HTTP run")
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per throughput run")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument(
+        "--http-only", action="store_true", help="skip the worker throughput scenario"
+    )
     args = parser.parse_args()
 
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
@@ -524,7 +527,8 @@ def main() -> int:
     ensure_interactions(LIST_ROWS)
 
     rows = http_scenarios(api_key, staff_key, runs=args.runs, seconds=args.seconds)
-    rows += throughput_scenario(user, runs=args.runs, count=args.tasks)
+    if not args.http_only:
+        rows += throughput_scenario(user, runs=args.runs, count=args.tasks)
 
     report = table(rows)
     print(report)

@@ -6,6 +6,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from contextos.exceptions import INTERNAL_ERROR_MESSAGE, plain_error_response
 
+# Detail routes match UUIDs only; anything else falls through to a JSON 404.
+UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
 
 def _is_admin(request: HttpRequest) -> bool:
     return request.path.startswith("/admin/")

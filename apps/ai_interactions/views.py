@@ -27,8 +27,8 @@ from apps.ai_interactions.services import (
     interaction_delete,
     interaction_retry,
 )
-from apps.tasks.views import UUID_PATTERN
 from contextos.serializers import ErrorSerializer
+from contextos.views import UUID_PATTERN
 
 ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 429), ErrorSerializer)
 USAGE_DEFAULT_DAYS = 30

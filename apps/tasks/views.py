@@ -23,8 +23,8 @@ from apps.tasks.serializers import (
 from apps.tasks.services import task_cancel, task_retry, task_submit
 from contextos.exceptions import ValidationFailed
 from contextos.serializers import ErrorSerializer
+from contextos.views import UUID_PATTERN
 
-UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
 
 ERRORS = {
