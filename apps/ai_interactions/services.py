@@ -319,7 +319,10 @@ def interaction_create(
         interaction.save(force_insert=True)
         return interaction
     interaction.started_at = timezone.now()
-    interaction.save(force_insert=True)
+    if mode != InteractionMode.GATEWAY:
+        # REST calls are visible as running while they wait; gateway calls, like
+        # streams, are written once, when answered (one write fewer per call).
+        interaction.save(force_insert=True)
     return _answer_now(interaction, use_cache=use_cache)
 
 

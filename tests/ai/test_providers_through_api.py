@@ -140,3 +140,18 @@ def test_calls_still_work_with_redis_down(api_client, openai_model, settings, cl
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.json()["cached"] is False
     assert calls(openai_model) == 2
+
+
+@pytest.mark.django_db
+def test_gateway_failure_is_an_openai_error_and_recorded(api_client, openai_model):
+    openai_model.script(Reply(status=400))
+    response = api_client.post(
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "bad"}], "logprobs": True},
+        format="json",
+    )
+    assert response.status_code == 502
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.json()["error"]["code"] == "provider_error"
+    [row] = AIInteraction.objects.filter(mode="gateway")
+    assert (row.status, row.provider_error_type) == ("failed", "bad_request")
