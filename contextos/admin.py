@@ -2,8 +2,10 @@
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db import connection
@@ -18,6 +20,16 @@ def pretty_json(value: Any) -> str:
         return "—"
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+def json_display(field: str, description: str | None = None) -> Callable[[Any, Any], str]:
+    """A read-only admin field showing the JSON field ``field`` pretty-printed."""
+
+    @admin.display(description=description or field)
+    def display(model_admin: Any, obj: Any) -> str:
+        return pretty_json(getattr(obj, field))
+
+    return display
 
 
 class EstimatedCountPaginator(Paginator):

@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from apps.ai_interactions.catalog import model_list
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.services import interaction_retry
-from contextos.admin import EstimatedCountPaginator, as_uuid, owned_by_username, pretty_json
+from contextos.admin import EstimatedCountPaginator, as_uuid, json_display, owned_by_username
 from contextos.exceptions import AppError
 
 CSV_COLUMNS = (
@@ -143,25 +143,14 @@ class AIInteractionAdmin(admin.ModelAdmin):
             or "—"
         )
 
+    params_json = json_display("params")
+    error_json = json_display("error")
+    attempts_json = json_display("attempts")
+    metadata_json = json_display("metadata")
+
     @admin.display(description="response")
     def response_text(self, interaction: AIInteraction) -> str:
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', interaction.response)
-
-    @admin.display(description="params")
-    def params_json(self, interaction: AIInteraction) -> str:
-        return pretty_json(interaction.params)
-
-    @admin.display(description="error")
-    def error_json(self, interaction: AIInteraction) -> str:
-        return pretty_json(interaction.error)
-
-    @admin.display(description="attempts")
-    def attempts_json(self, interaction: AIInteraction) -> str:
-        return pretty_json(interaction.attempts)
-
-    @admin.display(description="metadata")
-    def metadata_json(self, interaction: AIInteraction) -> str:
-        return pretty_json(interaction.metadata)
 
     @admin.action(description="Retry selected failed interactions")
     def retry_interactions(self, request: HttpRequest, queryset: QuerySet[AIInteraction]) -> None:

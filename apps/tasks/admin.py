@@ -10,7 +10,7 @@ from django_celery_results.models import TaskResult
 from apps.tasks.models import Task, TaskAttempt
 from apps.tasks.registry import task_types
 from apps.tasks.services import task_cancel, task_retry
-from contextos.admin import EstimatedCountPaginator, as_uuid, owned_by_username, pretty_json
+from contextos.admin import EstimatedCountPaginator, as_uuid, json_display, owned_by_username
 from contextos.exceptions import AppError
 
 
@@ -112,21 +112,10 @@ class TaskAdmin(admin.ModelAdmin):
     def percent(self, task: Task) -> str:
         return f"{task.progress['percent']:g}%" if task.progress else "—"
 
-    @admin.display(description="params")
-    def params_json(self, task: Task) -> str:
-        return pretty_json(task.params)
-
-    @admin.display(description="progress")
-    def progress_json(self, task: Task) -> str:
-        return pretty_json(task.progress)
-
-    @admin.display(description="result")
-    def result_json(self, task: Task) -> str:
-        return pretty_json(task.result)
-
-    @admin.display(description="error")
-    def error_json(self, task: Task) -> str:
-        return pretty_json(task.error)
+    params_json = json_display("params")
+    progress_json = json_display("progress")
+    result_json = json_display("result")
+    error_json = json_display("error")
 
     @admin.display(description="Celery result")
     def celery_result(self, task: Task) -> str:

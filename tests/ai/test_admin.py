@@ -14,14 +14,6 @@ CHANGELIST = "/admin/ai_interactions/aiinteraction/"
 
 
 @pytest.fixture
-def admin_client(client, staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def interaction(user):
     return interaction_create(
         owner=user,

@@ -12,14 +12,6 @@ CHANGELIST = "/admin/tasks/task/"
 
 
 @pytest.fixture
-def admin_client(client, staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def failed_task(user):
     task, _ = task_submit(owner=user, type_name="diagnostics.sleep", params={"seconds": 3})
     Task.objects.filter(pk=task.pk).update(
