@@ -7,8 +7,8 @@ Fields of the request that ContextOS does not act on are ignored, never an error
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -54,7 +54,18 @@ def _text(content: Any) -> str:
     raise ValidationFailed("Message content must be a string or a list of parts.")
 
 
-def _parse(body: Any) -> tuple[list[Message], str | None, dict[str, Any], bool, bool]:
+@dataclass(frozen=True)
+class ChatRequest:
+    """What ContextOS acts on in an OpenAI Chat Completions request."""
+
+    messages: list[Message]
+    model: str | None
+    params: dict[str, Any]
+    stream: bool
+    include_usage: bool
+
+
+def _parse(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise ValidationFailed("The request body must be a JSON object.")
     raw_messages = body.get("messages")
@@ -69,15 +80,14 @@ def _parse(body: Any) -> tuple[list[Message], str | None, dict[str, Any], bool, 
     params = {name: body[name] for name in ACTED_ON_PARAMS if body.get(name) is not None}
     if body.get("max_completion_tokens") is not None:
         params.setdefault("max_tokens", body["max_completion_tokens"])
-    options = body.get("stream_options") or {}
-    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    options = body.get("stream_options")
     model = body.get("model")
-    return (
-        messages,
-        model if isinstance(model, str) else None,
-        params,
-        bool(body.get("stream")),
-        include_usage,
+    return ChatRequest(
+        messages=messages,
+        model=model if isinstance(model, str) else None,
+        params=params,
+        stream=bool(body.get("stream")),
+        include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
     )
 
 
@@ -194,34 +204,33 @@ class ChatCompletionsView(APIView):
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        messages, model_name, params, stream, include_usage = _parse(request.data)
+        chat = _parse(request.data)
         api_key = request.auth if isinstance(request.auth, APIKey) else None
-        if not stream:
+        if not chat.stream:
             interaction = interaction_create(
                 owner=request.user,
                 api_key=api_key,
-                messages=messages,
-                model_name=model_name,
-                params=params,
+                messages=chat.messages,
+                model_name=chat.model,
+                params=chat.params,
                 mode=InteractionMode.GATEWAY,
             )
             return Response(_completion(interaction))
-        check_prompt_size(messages)
-        model = model_get(model_name)
+        check_prompt_size(chat.messages)
+        model = model_get(chat.model)
         interaction = interaction_build(
             owner=request.user,
             api_key=api_key,
             model=model,
-            messages=messages,
-            params=params,
+            messages=chat.messages,
+            params=chat.params,
             mode=InteractionMode.GATEWAY,
             metadata={},
             status=InteractionStatus.RUNNING,
         )
-        interaction.id = uuid.uuid4()
         interaction.started_at = timezone.now()
         response = StreamingHttpResponse(
-            _stream(interaction, include_usage), content_type="text/event-stream"
+            _stream(interaction, chat.include_usage), content_type="text/event-stream"
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
