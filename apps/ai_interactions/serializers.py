@@ -107,8 +107,8 @@ class ModelSerializer(serializers.Serializer):
     provider = serializers.CharField()
     model = serializers.CharField()
     default = serializers.BooleanField()
-    input_price_per_mtok = serializers.DecimalField(max_digits=12, decimal_places=4)
-    output_price_per_mtok = serializers.DecimalField(max_digits=12, decimal_places=4)
+    input_price_per_mtok = serializers.CharField(help_text="USD per million tokens, a decimal.")
+    output_price_per_mtok = serializers.CharField(help_text="USD per million tokens, a decimal.")
 
 
 class DateOrDateTimeField(serializers.DateTimeField):
