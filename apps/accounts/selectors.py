@@ -5,7 +5,7 @@ import re
 from django.db.models import QuerySet
 
 from apps.accounts.models import APIKey
-from apps.accounts.services import KEY_PREFIX, api_key_hash
+from apps.accounts.services import DISPLAY_PREFIX_LENGTH, KEY_PREFIX, api_key_hash
 
 _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9]{32,128}")
 
@@ -17,8 +17,11 @@ def api_key_get_by_raw(*, raw_key: str) -> APIKey | None:
     return APIKey.objects.select_related("user").filter(key_hash=api_key_hash(raw_key)).first()
 
 
-def api_key_list(*, username: str | None = None) -> QuerySet[APIKey]:
+def api_key_list(*, username: str | None = None, prefix: str | None = None) -> QuerySet[APIKey]:
+    """Keys newest first, optionally one user's, or those starting with ``prefix``."""
     keys = APIKey.objects.select_related("user").order_by("-created_at")
     if username is not None:
         keys = keys.filter(user__username=username)
+    if prefix is not None:
+        keys = keys.filter(prefix__startswith=prefix[:DISPLAY_PREFIX_LENGTH])
     return keys

@@ -68,3 +68,40 @@ def health_detail() -> dict[str, Any]:
         deadline=3.0,
     )
     return report | {"version": contextos.__version__, **extra}
+
+
+# Beat sends a heartbeat every minute; three missed ones mean it is down.
+BEAT_STALE_AFTER_SECONDS = 180
+
+
+def service_statuses() -> list[dict[str, Any]]:
+    """Each service ContextOS needs, up or down, with a one-line detail (for operators)."""
+    report = health_detail()
+    statuses = [
+        {
+            "service": name,
+            "up": check["status"] == "ok",
+            "detail": f"{check['latency_ms']} ms" if check["status"] == "ok" else check["error"],
+        }
+        for name, check in report["checks"].items()
+    ]
+    workers = report["workers"]
+    online = workers.get("online", 0)
+    statuses.append(
+        {
+            "service": "workers",
+            "up": workers["status"] == "ok" and online > 0,
+            "detail": workers.get("error") or f"{online} online {', '.join(workers['names'])}",
+        }
+    )
+    beat = report["beat"]
+    age = beat.get("age_seconds")
+    statuses.append(
+        {
+            "service": "beat",
+            "up": age is not None and age <= BEAT_STALE_AFTER_SECONDS,
+            "detail": beat.get("error")
+            or ("no heartbeat yet" if age is None else f"last heartbeat {age:g} s ago"),
+        }
+    )
+    return statuses
