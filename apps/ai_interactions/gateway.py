@@ -331,7 +331,7 @@ def _stream(interaction: AIInteraction, include_usage: bool) -> Iterator[bytes]:
             attempts=attempts,
         )
         if not hit:
-            remember_answer(interaction.prompt_hash, answer)
+            remember_answer(interaction, answer)
     except ProviderCallError as error:
         record_failure(interaction, error, started=started, final=True)
         yield _sse(

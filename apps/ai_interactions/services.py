@@ -30,7 +30,7 @@ from apps.ai_interactions.providers.base import (
 )
 from apps.ai_interactions.providers.retry import call_with_retries
 from contextos.cache import cache_key
-from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError
+from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,71 @@ def cached_answer(digest: str) -> dict[str, Any] | None:
     return cache.get(response_cache_key(digest))  # a Redis outage reads as a miss
 
 
-def remember_answer(digest: str, answer: dict[str, Any]) -> None:
-    """Cache ``answer`` (text, finish_reason, input_tokens, output_tokens) for ``digest``."""
-    cache.set(response_cache_key(digest), answer, timeout=settings.AI_CACHE_TTL)
+def remember_answer(interaction: AIInteraction, answer: dict[str, Any]) -> None:
+    """Cache ``answer`` (text, finish_reason, tokens) for the interaction's prompt.
+
+    The model is kept with it so that ``ai_cache clear --model`` can find it.
+    """
+    cache.set(
+        response_cache_key(interaction.prompt_hash),
+        {**answer, "model": interaction.model},
+        timeout=settings.AI_CACHE_TTL,
+    )
+
+
+def _redis_client():
+    client = getattr(cache, "client", None)
+    if client is None or not hasattr(client, "get_client"):
+        raise ServiceUnavailable("The AI answer cache needs Redis (REDIS_URL).")
+    return client
+
+
+def _cached_answer_keys(*, model: str | None) -> Iterator[list[bytes]]:
+    """Batches of the Redis keys of cached answers (by SCAN), for ``model`` or all."""
+    client = _redis_client()
+    redis = client.get_client(write=True)
+    batch: list[bytes] = []
+    for key in redis.scan_iter(match=cache.make_key(response_cache_key("*")), count=1000):
+        batch.append(key)
+        if len(batch) == 500:
+            yield _of_model(client, redis, batch, model)
+            batch = []
+    if batch:
+        yield _of_model(client, redis, batch, model)
+
+
+def _of_model(client: Any, redis: Any, keys: list[bytes], model: str | None) -> list[bytes]:
+    if model is None:
+        return keys
+    values = redis.mget(keys)
+    return [
+        key
+        for key, value in zip(keys, values, strict=True)
+        if value is not None and (client.decode(value) or {}).get("model") == model
+    ]
+
+
+def response_cache_stats(*, model: str | None = None) -> dict[str, int]:
+    """How many answers are cached (for ``model`` or all) and the memory they take."""
+    redis = _redis_client().get_client(write=True)
+    keys = used = 0
+    for batch in _cached_answer_keys(model=model):
+        pipe = redis.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key)
+        used += sum(size or 0 for size in pipe.execute())
+        keys += len(batch)
+    return {"keys": keys, "bytes": used}
+
+
+def response_cache_clear(*, model: str | None = None) -> int:
+    """Delete cached answers (for ``model`` or all) by SCAN, never KEYS or FLUSHDB."""
+    redis = _redis_client().get_client(write=True)
+    removed = 0
+    for batch in _cached_answer_keys(model=model):
+        if batch:
+            removed += redis.unlink(*batch)
+    return removed
 
 
 @contextmanager
@@ -237,7 +299,7 @@ def interaction_run(*, interaction: AIInteraction, use_cache: bool, final: bool 
                     )
                 else:
                     generation, attempts = _generate(interaction, model)
-                    remember_answer(interaction.prompt_hash, _answer_fields(generation))
+                    remember_answer(interaction, _answer_fields(generation))
                     record_answer(
                         interaction,
                         model=model,
