@@ -5,13 +5,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+
+from contextos.exceptions import AppError
 
 
 def pretty_json(value: Any) -> str:
@@ -68,3 +71,38 @@ def as_uuid(term: str) -> uuid.UUID | None:
 def owned_by_username(username: str) -> QuerySet:
     """A subquery of user ids, so a search by owner uses the owner index, not a join scan."""
     return get_user_model().objects.filter(username=username).values("pk")
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """A read-only view of rows the application writes (tasks, interactions).
+
+    Every field in ``fieldsets`` is read-only, nothing is added by hand, large
+    tables are paginated without a full count, and actions go through services.
+    """
+
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field for fieldset in self.fieldsets or () for field in fieldset[1]["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def apply_service(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        service: Callable[[Any], object],
+        done_message: str,
+    ) -> None:
+        """Run ``service`` on each selected row; report how many it took and why others not."""
+        done = 0
+        for obj in queryset:
+            try:
+                service(obj)
+                done += 1
+            except AppError as error:
+                self.message_user(request, f"{obj.pk}: {error.message}", messages.WARNING)
+        if done:
+            self.message_user(request, done_message.format(count=done), messages.SUCCESS)

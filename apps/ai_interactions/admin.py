@@ -2,7 +2,7 @@
 
 import csv
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.html import format_html, format_html_join
@@ -10,8 +10,7 @@ from django.utils.html import format_html, format_html_join
 from apps.ai_interactions.catalog import model_list
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.services import interaction_retry
-from contextos.admin import EstimatedCountPaginator, as_uuid, json_display, owned_by_username
-from contextos.exceptions import AppError
+from contextos.admin import RecordAdmin, as_uuid, json_display, owned_by_username
 
 CSV_COLUMNS = (
     "id",
@@ -59,7 +58,7 @@ class _Echo:
 
 
 @admin.register(AIInteraction)
-class AIInteractionAdmin(admin.ModelAdmin):
+class AIInteractionAdmin(RecordAdmin):
     list_display = (
         "created_at",
         "owner",
@@ -77,8 +76,6 @@ class AIInteractionAdmin(admin.ModelAdmin):
     search_help_text = "An interaction id, a prompt hash, or an owner's username."
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
     actions = ("retry_interactions", "export_csv")
     fieldsets = (
         (None, {"fields": ("id", "owner", "status", "mode", "provider", "model", "cached")}),
@@ -123,12 +120,6 @@ class AIInteractionAdmin(admin.ModelAdmin):
             return queryset.filter(prompt_hash=term), False
         return queryset.filter(owner__in=owned_by_username(term)), False
 
-    def get_readonly_fields(self, request: HttpRequest, obj=None):
-        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.display(description="messages")
     def conversation(self, interaction: AIInteraction) -> str:
         return (
@@ -154,15 +145,12 @@ class AIInteractionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected failed interactions")
     def retry_interactions(self, request: HttpRequest, queryset: QuerySet[AIInteraction]) -> None:
-        done = 0
-        for interaction in queryset:
-            try:
-                interaction_retry(interaction=interaction)
-                done += 1
-            except AppError as error:
-                self.message_user(request, f"{interaction.pk}: {error.message}", messages.WARNING)
-        if done:
-            self.message_user(request, f"Retried {done} interaction(s).", messages.SUCCESS)
+        self.apply_service(
+            request,
+            queryset,
+            lambda interaction: interaction_retry(interaction=interaction),
+            "Retried {count} interaction(s).",
+        )
 
     @admin.action(description="Export selected interactions as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet[AIInteraction]):

@@ -1,6 +1,6 @@
 """Admin for tasks: read-only detail, filters, cancel and retry, a link to the Celery result."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -10,8 +10,7 @@ from django_celery_results.models import TaskResult
 from apps.tasks.models import Task, TaskAttempt
 from apps.tasks.registry import task_types
 from apps.tasks.services import task_cancel, task_retry
-from contextos.admin import EstimatedCountPaginator, as_uuid, json_display, owned_by_username
-from contextos.exceptions import AppError
+from contextos.admin import RecordAdmin, as_uuid, json_display, owned_by_username
 
 
 class TaskTypeFilter(admin.SimpleListFilter):
@@ -43,7 +42,7 @@ class TaskAttemptInline(admin.TabularInline):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(RecordAdmin):
     list_display = (
         "id",
         "type",
@@ -65,8 +64,6 @@ class TaskAdmin(admin.ModelAdmin):
     search_help_text = "A task or Celery task id, a type, an owner's username, an idempotency key."
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
     actions = ("cancel_tasks", "retry_tasks")
     inlines = (TaskAttemptInline,)
     fieldsets = (
@@ -102,12 +99,6 @@ class TaskAdmin(admin.ModelAdmin):
             Q(type=term) | Q(idempotency_key=term) | Q(owner__in=owned_by_username(term))
         ), False
 
-    def get_readonly_fields(self, request: HttpRequest, obj=None):
-        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.display(description="progress")
     def percent(self, task: Task) -> str:
         return f"{task.progress['percent']:g}%" if task.progress else "—"
@@ -129,23 +120,14 @@ class TaskAdmin(admin.ModelAdmin):
         url = reverse("admin:django_celery_results_taskresult_change", args=[result_pk])
         return format_html('<a href="{}">{}</a>', url, task.celery_task_id)
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet[Task], service, verb: str) -> None:
-        done, refused = 0, []
-        for task in queryset:
-            try:
-                service(task=task)
-                done += 1
-            except AppError as error:
-                refused.append(f"{task.pk}: {error.message}")
-        if done:
-            self.message_user(request, f"{verb} {done} task(s).", messages.SUCCESS)
-        for reason in refused:
-            self.message_user(request, reason, messages.WARNING)
-
     @admin.action(description="Cancel selected tasks")
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        self._apply(request, queryset, task_cancel, "Cancelled")
+        self.apply_service(
+            request, queryset, lambda task: task_cancel(task=task), "Cancelled {count} task(s)."
+        )
 
     @admin.action(description="Retry selected failed or cancelled tasks")
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        self._apply(request, queryset, task_retry, "Queued again")
+        self.apply_service(
+            request, queryset, lambda task: task_retry(task=task), "Queued {count} task(s) again."
+        )
