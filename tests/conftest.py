@@ -1,7 +1,5 @@
 """Shared fixtures: users, API keys, authenticated API clients, and the service URLs."""
 
-import os
-
 import pytest
 from rest_framework.test import APIClient
 
@@ -69,11 +67,6 @@ def _clear_cache():
 
     cache.clear()
     return
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ["REDIS_URL"]
 
 
 @pytest.fixture

@@ -37,7 +37,3 @@ class APIKey(BaseModel):
     @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
-
-    @property
-    def is_usable(self) -> bool:
-        return not self.is_revoked and not self.is_expired

@@ -25,9 +25,9 @@ from apps.accounts.models import APIKey
 from apps.ai_interactions.catalog import model_get, model_list, provider_for
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import Message, ProviderCallError, StreamChunk
-from apps.ai_interactions.providers.retry import call_with_retries
 from apps.ai_interactions.services import (
     cached_answer,
+    call_provider,
     check_prompt_size,
     interaction_build,
     interaction_create,
@@ -264,18 +264,13 @@ def _open_stream(interaction: AIInteraction) -> tuple[Iterator[StreamChunk], lis
         )
         return next(chunks, StreamChunk(finish_reason="stop")), chunks
 
-    (head, rest), attempts = call_with_retries(
-        first,
-        max_attempts=settings.AI_PROVIDER_MAX_ATTEMPTS,
-        base_delay=settings.AI_RETRY_BASE_DELAY,
-        max_delay=settings.AI_RETRY_MAX_DELAY,
-    )
+    (head, rest), attempts = call_provider(first)
 
     def chained() -> Iterator[StreamChunk]:
         yield head
         yield from rest
 
-    return chained(), [attempt.as_dict() for attempt in attempts]
+    return chained(), attempts
 
 
 def _delta(base: dict[str, Any], delta: dict[str, str], finish_reason: str | None) -> bytes:

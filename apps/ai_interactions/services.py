@@ -10,9 +10,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -35,6 +35,8 @@ from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError, Servi
 logger = logging.getLogger(__name__)
 
 GENERATE_TASK_TYPE = "ai.generate"
+
+T = TypeVar("T")
 
 
 def prompt_chars(messages: list[Message]) -> int:
@@ -246,20 +248,27 @@ def record_failure(
     interaction.completed_at = timezone.now() if final else None
 
 
+def call_provider(call: Callable[[], T]) -> tuple[T, list[dict[str, Any]]]:
+    """``call`` with the configured retries; also the attempts, as recorded."""
+    result, attempts = call_with_retries(
+        call,
+        max_attempts=settings.AI_PROVIDER_MAX_ATTEMPTS,
+        base_delay=settings.AI_RETRY_BASE_DELAY,
+        max_delay=settings.AI_RETRY_MAX_DELAY,
+    )
+    return result, [attempt.as_dict() for attempt in attempts]
+
+
 def _generate(interaction: AIInteraction, model: ModelInfo) -> tuple[Generation, list]:
     provider = provider_for(model)
-    generation, attempts = call_with_retries(
+    return call_provider(
         lambda: provider.generate(
             messages=interaction.messages,
             model=model.model,
             params=interaction.params,
             timeout=settings.AI_PROVIDER_TIMEOUT,
-        ),
-        max_attempts=settings.AI_PROVIDER_MAX_ATTEMPTS,
-        base_delay=settings.AI_RETRY_BASE_DELAY,
-        max_delay=settings.AI_RETRY_MAX_DELAY,
+        )
     )
-    return generation, [attempt.as_dict() for attempt in attempts]
 
 
 def _answer_fields(generation: Generation) -> dict[str, Any]:
