@@ -273,10 +273,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=1800)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=1740)
 # The task row records "running"; a STARTED result row per task would cost a
-# write per task for nothing. Workers still send task-started events (Flower).
+# write per task for nothing.
 CELERY_TASK_TRACK_STARTED = False
 CELERY_TASK_SEND_SENT_EVENT = False
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events are for Flower: it switches them on in every running worker
+# (and in workers started later) while it watches. Publishing them when no
+# monitor listens costs a third of a worker's main process per small task
+# (profiled), so by default workers start with them off;
+# CELERY_WORKER_SEND_TASK_EVENTS=true sends them always (another monitor).
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery force-closes database connections every this many tasks only (see
 # contextos.worker): not around every task.

@@ -1,6 +1,8 @@
 """A real Celery worker runs a task end to end on each supported broker."""
 
 import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -82,3 +84,45 @@ def test_worker_runs_a_task_and_records_its_result(start_worker, tmp_path, broke
     assert task_lines[0]["task_id"] == result.id
     assert task_lines[0]["task_name"] == "health.beat_heartbeat"
     assert task_lines[0]["request_id"] == "req-from-the-api-call"
+
+
+def test_task_events_flow_once_a_monitor_switches_them_on(start_worker):
+    """Workers start quiet; Flower's ``enable_events`` broadcast turns task events on."""
+    worker = start_worker(queue=f"test-{uuid.uuid4().hex[:12]}")
+    hostname = f"{worker.queue}@{socket.gethostname()}"
+    app = current_app
+    wait_for(
+        lambda: app.control.ping(destination=[hostname], timeout=0.5),
+        timeout=60,
+        message=f"worker {hostname} did not answer",
+    )
+    seen: list[str] = []
+
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        receiver = app.events.Receiver(
+            conn, handlers={"task-succeeded": lambda event: seen.append(event["uuid"])}
+        )
+        ready = threading.Event()
+        on_consume_ready = receiver.on_consume_ready
+
+        def consuming(*args, **kwargs):
+            on_consume_ready(*args, **kwargs)
+            ready.set()
+
+        receiver.on_consume_ready = consuming
+        listener = threading.Thread(target=receiver.capture, kwargs={"wakeup": False}, daemon=True)
+        listener.start()
+        try:
+            assert ready.wait(10), "the event receiver did not start"
+            quiet = app.send_task("health.beat_heartbeat", queue=worker.queue)
+            quiet.get(timeout=30, disable_sync_subtasks=False)
+            time.sleep(1)
+            assert quiet.id not in seen
+
+            replies = app.control.enable_events(destination=[hostname], reply=True, timeout=5)
+            assert replies, "the worker did not answer enable_events"
+            watched = app.send_task("health.beat_heartbeat", queue=worker.queue)
+            wait_for(lambda: watched.id in seen, timeout=30, message="no task-succeeded event")
+        finally:
+            receiver.should_stop = True
+            listener.join(timeout=5)
