@@ -170,7 +170,7 @@ def test_hours_and_minutes_count_from_now(user):
 @pytest.mark.parametrize("age", ["30", "30x", "0d", "-5d", "d", "", "1.5d", "30 d", "99999999d"])
 def test_a_bad_age_is_refused_with_the_reason(records, age):
     before = existing()
-    with pytest.raises(CommandError, match="--older-than .* (is not an age|reaches before)"):
+    with pytest.raises(CommandError, match=r"--older-than .* (is not an age|reaches before)"):
         purge(f"--older-than={age}")
     assert existing() == before
 
