@@ -19,7 +19,9 @@ def delete_in_batches(
     """Delete the rows of ``queryset``, oldest first, ``batch_size`` at a time.
 
     Each batch is its own short transaction: select the next ids (and
-    ``fields``), then delete those ids that still match ``queryset``. Yields
+    ``fields``), then delete those ids that still match ``queryset``. Order by
+    an indexed column alone (no tie-breaker), so that PostgreSQL reads each
+    batch straight from the index instead of sorting every remaining row. Yields
     each batch's selected ``(pk, *fields)`` rows and the rows deleted per
     model label (cascades included).
     """

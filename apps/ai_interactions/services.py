@@ -469,7 +469,7 @@ def interaction_purge(
         return {"interactions": interactions.count(), "cached answers": len(forgotten)}
     removed = 0
     for rows, deleted in delete_in_batches(
-        interactions, order_by=("created_at", "pk"), batch_size=batch_size, fields=["prompt_hash"]
+        interactions, order_by=("created_at",), batch_size=batch_size, fields=["prompt_hash"]
     ):
         removed += deleted[AIInteraction._meta.label]
         _forget_answers({digest for _, digest in rows}, purged=purged, forgotten=forgotten)

@@ -321,9 +321,7 @@ def task_purge(
             "attempts": TaskAttempt.objects.filter(task__in=tasks).count(),
         }
     removed: Counter = Counter()
-    for _, deleted in delete_in_batches(
-        tasks, order_by=("created_at", "pk"), batch_size=batch_size
-    ):
+    for _, deleted in delete_in_batches(tasks, order_by=("created_at",), batch_size=batch_size):
         removed.update(deleted)
     return {"tasks": removed[Task._meta.label], "attempts": removed[TaskAttempt._meta.label]}
 
@@ -337,9 +335,7 @@ def result_purge(
         return {"results": results.count()}
     removed = sum(
         deleted[TaskResult._meta.label]
-        for _, deleted in delete_in_batches(
-            results, order_by=("date_done", "pk"), batch_size=batch_size
-        )
+        for _, deleted in delete_in_batches(results, order_by=("date_done",), batch_size=batch_size)
     )
     return {"results": removed}
 
