@@ -24,7 +24,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
-from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
+from apps.ai_interactions.models import (
+    FINISHED_STATUSES,
+    AIInteraction,
+    InteractionMode,
+    InteractionStatus,
+)
 from apps.ai_interactions.providers.base import (
     Generation,
     Message,
@@ -445,9 +450,6 @@ def interaction_delete(*, interaction: AIInteraction) -> None:
     """Delete the record and the cached answer it was made from."""
     cache.delete(response_cache_key(interaction.prompt_hash))
     interaction.delete()
-
-
-FINISHED_STATUSES = (InteractionStatus.SUCCEEDED, InteractionStatus.FAILED)
 
 
 def interaction_purge(
