@@ -15,6 +15,9 @@ class InteractionStatus(models.TextChoices):
     FAILED = "failed"
 
 
+FINISHED_STATUSES = (InteractionStatus.SUCCEEDED, InteractionStatus.FAILED)
+
+
 class InteractionMode(models.TextChoices):
     SYNC = "sync"
     ASYNC = "async"

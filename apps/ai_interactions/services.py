@@ -1,4 +1,4 @@
-"""Writes of the AI domain: ask a model (through the cache), record it, retry, delete.
+"""Writes of the AI domain: ask a model (through the cache), record it, retry, delete, purge.
 
 Every call is an ``AIInteraction`` row. Answers are cached in Redis under
 ``ai:response:<sha256 of provider, model, messages, params>``; identical
@@ -12,16 +12,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from itertools import islice
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
-from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
+from apps.ai_interactions.models import (
+    FINISHED_STATUSES,
+    AIInteraction,
+    InteractionMode,
+    InteractionStatus,
+)
 from apps.ai_interactions.providers.base import (
     Generation,
     Message,
@@ -31,6 +39,7 @@ from apps.ai_interactions.providers.base import (
 from apps.ai_interactions.providers.retry import call_with_retries
 from contextos.cache import cache_key
 from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError, ServiceUnavailable
+from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -441,3 +450,48 @@ def interaction_delete(*, interaction: AIInteraction) -> None:
     """Delete the record and the cached answer it was made from."""
     cache.delete(response_cache_key(interaction.prompt_hash))
     interaction.delete()
+
+
+def interaction_purge(
+    *, before: datetime, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE
+) -> dict[str, int]:
+    """Delete finished interactions created before ``before`` in batches, and their cached answers.
+
+    A cached answer goes only when no interaction that stays was made from
+    the same prompt. Queued and running interactions are never removed.
+    ``dry_run`` counts what would go.
+    """
+    purged = Q(created_at__lt=before, status__in=FINISHED_STATUSES)
+    interactions = AIInteraction.objects.filter(purged)
+    forgotten: set[str] = set()
+    if dry_run:
+        hashes = interactions.values_list("prompt_hash", flat=True).iterator(chunk_size=batch_size)
+        while batch := list(islice(hashes, batch_size)):
+            _forget_answers(set(batch), purged=purged, forgotten=forgotten, dry_run=True)
+        return {"interactions": interactions.count(), "cached answers": len(forgotten)}
+    removed = 0
+    for rows, deleted in delete_in_batches(
+        interactions, order_by=("created_at",), batch_size=batch_size, fields=["prompt_hash"]
+    ):
+        removed += deleted[AIInteraction._meta.label]
+        _forget_answers({digest for _, digest in rows}, purged=purged, forgotten=forgotten)
+    return {"interactions": removed, "cached answers": len(forgotten)}
+
+
+def _forget_answers(
+    hashes: set[str], *, purged: Q, forgotten: set[str], dry_run: bool = False
+) -> None:
+    """Delete the cached answers of ``hashes`` that no remaining interaction was made from.
+
+    ``forgotten`` collects the keys found (and, unless ``dry_run``, deleted).
+    """
+    kept = set(
+        AIInteraction.objects.filter(prompt_hash__in=hashes)
+        .exclude(purged)
+        .values_list("prompt_hash", flat=True)
+    )
+    keys = [response_cache_key(digest) for digest in hashes - kept]
+    found = set(cache.get_many(keys)) - forgotten  # a Redis outage finds none
+    if found and not dry_run:
+        cache.delete_many(found)
+    forgotten |= found

@@ -2,12 +2,11 @@
 
 from typing import Any
 
-from celery import shared_task
-
 from apps.health.services import heartbeat_record
+from contextos.jobs import periodic_job
 
 
-@shared_task(name="health.beat_heartbeat", ignore_result=False)
+@periodic_job("health.beat_heartbeat", lock_seconds=50, ignore_result=False)
 def beat_heartbeat() -> str:
     """Scheduled every minute by beat: its age tells whether beat and a worker are alive."""
     return heartbeat_record().beat_at.isoformat()

@@ -1,4 +1,4 @@
-"""Writes of the tasks domain: submit, cancel, retry, terminate and recover tasks.
+"""Writes of the tasks domain: submit, cancel, retry, terminate, recover and purge tasks.
 
 The row is written in the transaction that accepts the request and the Celery
 message is published only after it commits. A publish that fails leaves the
@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import Counter
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +20,18 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
-from apps.tasks.models import RETRYABLE_STATUSES, Task, TaskAttempt, TaskStatus
+from apps.tasks.models import (
+    FINISHED_STATUSES,
+    RETRYABLE_STATUSES,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+)
 from apps.tasks.registry import TaskType, get_task_type
 from contextos.exceptions import Conflict, PermissionDenied, ValidationFailed
+from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -295,3 +304,45 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
             _publish(task)
             counts["redispatched"] += 1
     return counts
+
+
+def task_purge(
+    *, before: datetime, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE
+) -> dict[str, int]:
+    """Delete finished tasks created before ``before``, with their attempts, in batches.
+
+    Queued and running tasks are never removed. Interactions made by a removed
+    task stay, no longer linked to it. ``dry_run`` counts what would go.
+    """
+    tasks = Task.objects.filter(created_at__lt=before, status__in=FINISHED_STATUSES)
+    if dry_run:
+        return {
+            "tasks": tasks.count(),
+            "attempts": TaskAttempt.objects.filter(task__in=tasks).count(),
+        }
+    removed: Counter = Counter()
+    for _, deleted in delete_in_batches(tasks, order_by=("created_at",), batch_size=batch_size):
+        removed.update(deleted)
+    return {"tasks": removed[Task._meta.label], "attempts": removed[TaskAttempt._meta.label]}
+
+
+def result_purge(
+    *, before: datetime, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE
+) -> dict[str, int]:
+    """Delete Celery results (django-celery-results) done before ``before``, in batches."""
+    results = TaskResult.objects.filter(date_done__lt=before)
+    if dry_run:
+        return {"results": results.count()}
+    removed = sum(
+        deleted[TaskResult._meta.label]
+        for _, deleted in delete_in_batches(results, order_by=("date_done",), batch_size=batch_size)
+    )
+    return {"results": removed}
+
+
+def result_expire(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete Celery results older than ``CELERY_RESULT_EXPIRES`` seconds (0 keeps them)."""
+    if not settings.CELERY_RESULT_EXPIRES:
+        return {"results": 0}
+    now = now or timezone.now()
+    return result_purge(before=now - timedelta(seconds=settings.CELERY_RESULT_EXPIRES))

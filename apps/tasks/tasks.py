@@ -5,6 +5,7 @@ import os
 from celery import shared_task
 
 from apps.tasks import execution
+from contextos.jobs import periodic_job
 
 
 @shared_task(
@@ -33,3 +34,19 @@ def enforce_cancel(task_id: str, celery_task_id: str) -> str:
     from apps.tasks.services import task_terminate
 
     return task_terminate(task_id=task_id, celery_task_id=celery_task_id)
+
+
+@periodic_job("tasks.recover_stuck", lock_seconds=270)
+def recover_stuck_tasks() -> dict[str, int]:
+    """Every 5 minutes: fail (or re-queue) tasks a lost worker left running; publish unsent ones."""
+    from apps.tasks.services import task_recover
+
+    return task_recover()
+
+
+@periodic_job("tasks.cleanup_results", lock_seconds=23 * 3600)
+def cleanup_results() -> dict[str, int]:
+    """Daily: delete Celery results older than CELERY_RESULT_EXPIRES, in batches."""
+    from apps.tasks.services import result_expire
+
+    return result_expire()

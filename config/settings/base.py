@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "apps.health",
     "apps.tasks",
     "apps.ai_interactions",
+    "apps.operations",
 ]
 
 MIDDLEWARE = [
@@ -290,14 +291,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # The queues workers consume (scripts/start-worker reads the same variable);
 # the staff health report shows their depth.
 MONITORED_QUEUES = env.list("CELERY_QUEUES", default=[CELERY_TASK_DEFAULT_QUEUE])
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE = {
-    "health.beat-heartbeat": {
-        "task": "health.beat_heartbeat",
-        "schedule": 60.0,
-        "options": {"expires": 60},
-    },
-}
+# The schedule lives in the database (django-celery-beat), created by
+# ``manage.py setup_periodic_tasks`` and edited in the admin; nothing is
+# declared here, since the scheduler would write it over staff edits.
+CELERY_BEAT_SCHEDULER = "contextos.beat:DatabaseScheduler"
 
 # --- Tasks ------------------------------------------------------------------
 # Modules that register task types beyond each app's ``task_types``.
@@ -308,6 +305,17 @@ TASK_CANCEL_GRACE_SECONDS = env.float("TASK_CANCEL_GRACE_SECONDS", default=10.0)
 TASK_STUCK_MARGIN_SECONDS = env.int("TASK_STUCK_MARGIN_SECONDS", default=300)
 # A task whose message could not be published is sent again after this long.
 TASK_REDISPATCH_AFTER_SECONDS = env.int("TASK_REDISPATCH_AFTER_SECONDS", default=30)
+
+# --- Retention ---------------------------------------------------------------------
+# Finished tasks and AI interactions older than this many days are deleted every
+# night (the operations.purge-by-retention periodic task); 0 keeps them forever.
+# Celery results expire after CELERY_RESULT_EXPIRES seconds (tasks.cleanup-results).
+RETENTION_TASKS_DAYS = env.int("RETENTION_TASKS_DAYS", default=30)
+RETENTION_INTERACTIONS_DAYS = env.int("RETENTION_INTERACTIONS_DAYS", default=90)
+if min(RETENTION_TASKS_DAYS, RETENTION_INTERACTIONS_DAYS) < 0:
+    raise ImproperlyConfigured(
+        "RETENTION_TASKS_DAYS and RETENTION_INTERACTIONS_DAYS are days: 0 (keep forever) or more"
+    )
 
 # --- AI providers -----------------------------------------------------------------
 # Models are "name:input_price:output_price" (USD per million tokens).

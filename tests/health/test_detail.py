@@ -1,10 +1,14 @@
 """The detailed health report is for staff only and covers workers, queues, beat, migrations."""
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 import contextos
+from apps.health.models import ServiceHeartbeat
 from apps.health.services import heartbeat_record
 
 pytestmark = pytest.mark.django_db
@@ -39,6 +43,21 @@ def test_staff_sees_the_whole_report(staff_client):
     assert settings.MONITORED_QUEUES[0] in body["queues"]["depths"]
     assert body["workers"]["status"] == "ok"
     assert body["workers"]["online"] == len(body["workers"]["names"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_report_shows_the_age_of_a_stale_heartbeat(staff_client):
+    ServiceHeartbeat.objects.create(name="beat", beat_at=timezone.now() - timedelta(minutes=10))
+    beat = staff_client.get(reverse("health:detail")).json()["beat"]
+    assert beat["status"] == "ok"
+    assert 600 <= beat["age_seconds"] < 660
+    assert beat["last_heartbeat_at"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_report_says_when_beat_never_sent_a_heartbeat(staff_client):
+    beat = staff_client.get(reverse("health:detail")).json()["beat"]
+    assert (beat["last_heartbeat_at"], beat["age_seconds"]) == (None, None)
 
 
 def test_staff_session_login_works_too(client, staff_user):
