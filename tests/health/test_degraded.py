@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from celery import current_app
 from django.conf import settings
 from django.test import override_settings
 from django.urls import reverse
@@ -39,6 +40,8 @@ def test_ready_is_503_naming_the_cache_when_redis_is_down_or_hung(anon_client, f
 def test_ready_is_503_naming_the_broker_when_it_is_down(anon_client, closed_port, monkeypatch):
     # Celery reads CELERY_BROKER_URL from the environment before its settings.
     monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{closed_port}/0")
+    # ...and its connection pool holds connections to the broker it started with.
+    monkeypatch.setattr(current_app, "_pool", None)
     response, elapsed = timed_ready(anon_client)
     assert elapsed < 3.0
     assert response.status_code == 503
