@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from apps.ai_interactions import metrics
 from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import (
@@ -330,8 +331,11 @@ def interaction_run(*, interaction: AIInteraction, use_cache: bool, final: bool 
     except ProviderCallError as error:
         record_failure(interaction, error, started=started, final=final)
         interaction.save()
+        if final:
+            metrics.interaction_finished(interaction)
         raise
     interaction.save()
+    metrics.interaction_finished(interaction)
 
 
 def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> ProviderError:
@@ -388,6 +392,7 @@ def interaction_create(
             attempts=[],
         )
         interaction.save(force_insert=True)
+        metrics.interaction_finished(interaction)
         return interaction
     interaction.started_at = timezone.now()
     if mode != InteractionMode.GATEWAY:

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "contextos.middleware.HTTPMetricsMiddleware",
     "contextos.middleware.RequestIDMiddleware",
     "contextos.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -320,6 +321,10 @@ AI_RETRY_BASE_DELAY = env.float("AI_RETRY_BASE_DELAY", default=0.5)
 AI_RETRY_MAX_DELAY = env.float("AI_RETRY_MAX_DELAY", default=8.0)
 AI_CACHE_TTL = env.int("AI_CACHE_TTL", default=24 * 3600)
 AI_MAX_PROMPT_CHARS = env.int("AI_MAX_PROMPT_CHARS", default=200_000)
+
+# --- Metrics ----------------------------------------------------------------
+# GET /metrics is open when this is empty; otherwise it needs "Authorization: Bearer <token>".
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Logging ----------------------------------------------------------------
 LOG_FORMATS = ("text", "json")
