@@ -60,13 +60,23 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 UNMATCHED_VIEW = "unmatched"
 
 
+# The per-label children, looked up once: this runs on every request.
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(request: HttpRequest, response: HttpResponse, seconds: float) -> None:
     """Count and time a response by its URL route (a bounded set), method and status."""
     match = request.resolver_match
     method = request.method if request.method in _METHODS else "other"
-    labels = (match.route if match else UNMATCHED_VIEW, method, str(response.status_code))
-    HTTP_REQUESTS.labels(*labels).inc()
-    HTTP_LATENCY.labels(*labels).observe(seconds)
+    labels = (match.route if match else UNMATCHED_VIEW, method, response.status_code)
+    children = _http_children.get(labels)
+    if children is None:
+        children = _http_children.setdefault(
+            labels,
+            (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels)),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 # --- Counters shared by every process, in Redis -----------------------------------------
