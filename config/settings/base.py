@@ -326,6 +326,21 @@ AI_MAX_PROMPT_CHARS = env.int("AI_MAX_PROMPT_CHARS", default=200_000)
 # GET /metrics is open when this is empty; otherwise it needs "Authorization: Bearer <token>".
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
+# --- Sentry -------------------------------------------------------------------
+# Errors (and a sample of traces) of web and workers, with prompts, answers and
+# credentials scrubbed (contextos.sentry); off while SENTRY_DSN is empty.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from contextos import __version__
+    from contextos.sentry import init_sentry
+
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        release=env.str("SENTRY_RELEASE", default=f"contextos@{__version__}"),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
+
 # --- Logging ----------------------------------------------------------------
 LOG_FORMATS = ("text", "json")
 
