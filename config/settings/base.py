@@ -337,7 +337,7 @@ if SENTRY_DSN:
     init_sentry(
         dsn=SENTRY_DSN,
         environment=env.str("SENTRY_ENVIRONMENT", default="production"),
-        release=env.str("SENTRY_RELEASE", default=f"contextos@{__version__}"),
+        release=env.str("SENTRY_RELEASE", default="") or f"contextos@{__version__}",
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
     )
 
