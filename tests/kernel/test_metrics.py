@@ -16,15 +16,6 @@ LIVE = {"view": "api/v1/health/live", "method": "GET", "status": "200"}
 MODEL = "fake-gpt"
 
 
-@pytest.fixture
-def openai_model(fake_openai, settings):
-    settings.OPENAI_BASE_URL = fake_openai.base_url
-    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
-    settings.OPENAI_MODELS = [f"{MODEL}:1.00:2.00"]
-    settings.AI_PROVIDER_MAX_ATTEMPTS = 1
-    return fake_openai
-
-
 def test_metrics_are_prometheus_text_and_count_requests_per_view(anon_client):
     before = scrape(anon_client)
     for _ in range(3):
