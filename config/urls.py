@@ -1,4 +1,4 @@
-"""Root URLs: the versioned API, its schema and docs, and the admin."""
+"""Root URLs: the versioned API, its schema and docs, metrics, and the admin."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("v1/chat/completions", gateway.ChatCompletionsView.as_view(), name="openai-chat"),
     path("v1/models", gateway.ModelsView.as_view(), name="openai-models"),
+    path("metrics", kernel_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     # Anything else under /api/ or /v1/ is a JSON 404, whatever DEBUG says.
     re_path(r"^(api|v1)/", kernel_views.api_not_found),

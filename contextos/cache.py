@@ -1,11 +1,24 @@
 """Helpers over the shared cache: namespaced keys and a real liveness probe."""
 
+from typing import Any
+
 from django.core.cache import caches
 
 
 def cache_key(namespace: str, *parts: object) -> str:
     """``namespace:part1:part2`` — the project's key convention (``ai:response:<hash>``)."""
     return ":".join([namespace, *(str(part) for part in parts)])
+
+
+def redis_client(alias: str = "default") -> Any | None:
+    """The raw Redis client behind the cache, or None when the cache is not Redis.
+
+    Unlike the cache's own calls, its errors are raised, not ignored.
+    """
+    client = getattr(caches[alias], "client", None)
+    if client is not None and hasattr(client, "get_client"):
+        return client.get_client(write=True)
+    return None
 
 
 def cache_ping(alias: str = "default") -> None:
@@ -15,9 +28,8 @@ def cache_ping(alias: str = "default") -> None:
     outage degrades to misses; a probe must see the error, so it talks to
     the Redis client directly.
     """
-    cache = caches[alias]
-    client = getattr(cache, "client", None)
-    if client is not None and hasattr(client, "get_client"):
-        client.get_client(write=True).ping()
+    redis = redis_client(alias)
+    if redis is not None:
+        redis.ping()
         return
-    cache.set(cache_key("health", "ping"), 1, timeout=5)
+    caches[alias].set(cache_key("health", "ping"), 1, timeout=5)

@@ -1,5 +1,6 @@
-"""Request-scoped middleware: the request id and the request body size limit."""
+"""Request-scoped middleware: HTTP metrics, the request id and the request body size limit."""
 
+import time
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -8,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 
 from contextos.context import request_id_var, sanitize_request_id
 from contextos.exceptions import plain_error_response
+from contextos.metrics import observe_request
 
 GetResponse = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
 
@@ -21,6 +23,24 @@ class _SyncAndAsyncMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+
+class HTTPMetricsMiddleware(_SyncAndAsyncMiddleware):
+    """Count and time every response for ``/metrics`` (outermost, so 413s count too)."""
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self._acall(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        observe_request(request, response, time.perf_counter() - started)
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        observe_request(request, response, time.perf_counter() - started)
+        return response
 
 
 class RequestIDMiddleware(_SyncAndAsyncMiddleware):

@@ -1,9 +1,14 @@
-"""JSON error pages: Django's 400/403/404/500 handlers and the ``/api/`` catch-all."""
+"""Kernel views: `/metrics`, JSON 400/403/404/500 handlers and the `/api/` catch-all."""
 
+import hmac
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
+from contextos import metrics
 from contextos.exceptions import INTERNAL_ERROR_MESSAGE, plain_error_response
 
 # Detail routes match UUIDs only; anything else falls through to a JSON 404.
@@ -43,3 +48,28 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if _is_admin(request):
         return defaults.server_error(request)
     return plain_error_response(request, INTERNAL_ERROR_MESSAGE, "internal_error", 500)
+
+
+def _metrics_token_presented(request: HttpRequest) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), settings.METRICS_TOKEN.encode()
+    )
+
+
+@csrf_exempt
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics; with ``METRICS_TOKEN`` set, only for ``Authorization: Bearer <it>``."""
+    if request.method not in ("GET", "HEAD"):
+        response = plain_error_response(
+            request, f'Method "{request.method}" not allowed.', "method_not_allowed", 405
+        )
+        response["Allow"] = "GET, HEAD"
+        return response
+    if settings.METRICS_TOKEN and not _metrics_token_presented(request):
+        response = plain_error_response(
+            request, "A valid metrics token is required.", "not_authenticated", 401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -60,6 +60,19 @@ def staff_client(client_for, staff_api_key):
     return client_for(staff_api_key)
 
 
+@pytest.fixture
+def openai_model(fake_openai, settings):
+    """The fake OpenAI server configured as provider of the model ``fake-gpt`` ($1/$2 per Mtok)."""
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+    settings.OPENAI_MODELS = ["fake-gpt:1.00:2.00"]
+    settings.AI_PROVIDER_TIMEOUT = 1.0
+    settings.AI_PROVIDER_MAX_ATTEMPTS = 3
+    settings.AI_RETRY_BASE_DELAY = 0.01
+    settings.AI_RETRY_MAX_DELAY = 0.05
+    return fake_openai
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Each test starts with an empty cache (throttle counters included)."""

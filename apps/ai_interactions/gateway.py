@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.models import APIKey
+from apps.ai_interactions import metrics
 from apps.ai_interactions.catalog import model_get, model_list, provider_for
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import Message, ProviderCallError, StreamChunk
@@ -363,6 +364,7 @@ def _stream(interaction: AIInteraction, include_usage: bool) -> Iterator[bytes]:
 
 def _save(interaction: AIInteraction) -> None:
     interaction.save(force_insert=True)
+    metrics.interaction_finished(interaction)
     connections.close_all()
 
 

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.ai_interactions import metrics
 from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
 from apps.ai_interactions.models import (
     FINISHED_STATUSES,
@@ -339,8 +340,11 @@ def interaction_run(*, interaction: AIInteraction, use_cache: bool, final: bool 
     except ProviderCallError as error:
         record_failure(interaction, error, started=started, final=final)
         interaction.save()
+        if final:
+            metrics.interaction_finished(interaction)
         raise
     interaction.save()
+    metrics.interaction_finished(interaction)
 
 
 def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> ProviderError:
@@ -397,6 +401,7 @@ def interaction_create(
             attempts=[],
         )
         interaction.save(force_insert=True)
+        metrics.interaction_finished(interaction)
         return interaction
     interaction.started_at = timezone.now()
     if mode != InteractionMode.GATEWAY:

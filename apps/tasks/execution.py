@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
 
+from apps.tasks import metrics
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.registry import TaskType, get_task_type
 
@@ -196,11 +197,12 @@ def _claim_queued(
 
 
 def _finish(task: Task, status: str, **fields: Any) -> bool:
-    return bool(
-        Task.objects.filter(
-            pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=task.celery_task_id
-        ).update(status=status, finished_at=timezone.now(), **fields)
-    )
+    finished = Task.objects.filter(
+        pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=task.celery_task_id
+    ).update(status=status, finished_at=timezone.now(), **fields)
+    if finished:
+        metrics.task_finished(type_name=task.type, status=status)
+    return bool(finished)
 
 
 def _error(exc: BaseException, message: str | None = None) -> dict[str, str]:

@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from celery import current_app
@@ -22,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from apps.tasks import metrics
 from apps.tasks.models import (
     FINISHED_STATUSES,
     RETRYABLE_STATUSES,
@@ -160,6 +162,9 @@ def task_cancel(*, task: Task) -> Task:
             # The worker's claim would refuse it anyway; revoking saves the delivery.
             celery_task_id = task.celery_task_id
             transaction.on_commit(lambda: _revoke(celery_task_id, terminate=False))
+            transaction.on_commit(
+                partial(metrics.task_finished, type_name=task.type, status=TaskStatus.CANCELLED)
+            )
         elif Task.objects.filter(
             pk=task.pk, status=TaskStatus.RUNNING, cancel_requested_at__isnull=True
         ).update(cancel_requested_at=now):
@@ -203,10 +208,12 @@ def task_terminate(*, task_id: str, celery_task_id: str) -> str:
         celery_task_id=celery_task_id,
         cancel_requested_at__isnull=False,
     )
-    if not still_running.exists():
+    running = still_running.only("type").first()
+    if running is None:
         return "already stopped"
     _revoke(celery_task_id, terminate=True)
-    still_running.update(status=TaskStatus.CANCELLED, finished_at=timezone.now())
+    if still_running.update(status=TaskStatus.CANCELLED, finished_at=timezone.now()):
+        metrics.task_finished(type_name=running.type, status=TaskStatus.CANCELLED)
     logger.warning("Task %s did not stop at a checkpoint and was terminated", task_id)
     return "terminated"
 
@@ -294,6 +301,7 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
                     "type": "WorkerLost",
                 }
                 locked.save()
+                metrics.task_finished(type_name=locked.type, status=TaskStatus.FAILED)
                 counts["failed"] += 1
     pending = Task.objects.filter(
         Q(status=TaskStatus.QUEUED, dispatch_pending=True)

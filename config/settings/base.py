@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "contextos.middleware.HTTPMetricsMiddleware",
     "contextos.middleware.RequestIDMiddleware",
     "contextos.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -333,6 +334,25 @@ AI_RETRY_BASE_DELAY = env.float("AI_RETRY_BASE_DELAY", default=0.5)
 AI_RETRY_MAX_DELAY = env.float("AI_RETRY_MAX_DELAY", default=8.0)
 AI_CACHE_TTL = env.int("AI_CACHE_TTL", default=24 * 3600)
 AI_MAX_PROMPT_CHARS = env.int("AI_MAX_PROMPT_CHARS", default=200_000)
+
+# --- Metrics ----------------------------------------------------------------
+# GET /metrics is open when this is empty; otherwise it needs "Authorization: Bearer <token>".
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- Sentry -------------------------------------------------------------------
+# Errors (and a sample of traces) of web and workers, with prompts, answers and
+# credentials scrubbed (contextos.sentry); off while SENTRY_DSN is empty.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from contextos import __version__
+    from contextos.sentry import init_sentry
+
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        release=env.str("SENTRY_RELEASE", default="") or f"contextos@{__version__}",
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
 
 # --- Logging ----------------------------------------------------------------
 LOG_FORMATS = ("text", "json")

@@ -14,18 +14,6 @@ INTERACTIONS = "/api/v1/ai/interactions/"
 MODEL = "fake-gpt"
 
 
-@pytest.fixture
-def openai_model(fake_openai, settings):
-    settings.OPENAI_BASE_URL = fake_openai.base_url
-    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
-    settings.OPENAI_MODELS = [f"{MODEL}:1.00:2.00"]
-    settings.AI_PROVIDER_TIMEOUT = 1.0
-    settings.AI_PROVIDER_MAX_ATTEMPTS = 3
-    settings.AI_RETRY_BASE_DELAY = 0.01
-    settings.AI_RETRY_MAX_DELAY = 0.05
-    return fake_openai
-
-
 def calls(fake: FakeOpenAI) -> int:
     return sum(1 for request in fake.requests if request["path"] == "/v1/chat/completions")
 

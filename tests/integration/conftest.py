@@ -180,11 +180,12 @@ def static_root(tmp_path_factory) -> Path:
 def start_web(static_root, tmp_path, transactional_db) -> Iterator:
     """Start ``scripts/start-web`` (gunicorn, production settings) with the given environment.
 
-    The server uses the test database unless ``DATABASE_URL`` says otherwise.
+    The server uses the test database unless ``DATABASE_URL`` says otherwise;
+    ``env`` overrides any of the defaults below.
     """
     from django.db import connection
 
-    started: list[subprocess.Popen] = []
+    started: dict[str, subprocess.Popen] = {}
     database_url = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
 
     def start(**env: str) -> str:
@@ -194,28 +195,35 @@ def start_web(static_root, tmp_path, transactional_db) -> Iterator:
             [str(ROOT / "scripts" / "start-web")],
             cwd=ROOT,
             env=process_env(
-                DJANGO_SETTINGS_MODULE="config.settings.prod",
-                SECRET_KEY=uuid.uuid4().hex * 2,
-                ALLOWED_HOSTS="127.0.0.1,localhost",
-                SECURE_SSL_REDIRECT="false",
-                STATIC_ROOT=str(static_root),
-                DATA_DIR=str(tmp_path),
-                PORT=str(port),
-                BIND_ADDRESS="127.0.0.1",
-                WEB_CONCURRENCY="1",
-                WEB_ACCESS_LOG="/dev/null",
-                **env,
+                **{
+                    "DJANGO_SETTINGS_MODULE": "config.settings.prod",
+                    "SECRET_KEY": uuid.uuid4().hex * 2,
+                    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                    "SECURE_SSL_REDIRECT": "false",
+                    "STATIC_ROOT": str(static_root),
+                    "DATA_DIR": str(tmp_path),
+                    "PORT": str(port),
+                    "BIND_ADDRESS": "127.0.0.1",
+                    "WEB_CONCURRENCY": "1",
+                    "WEB_ACCESS_LOG": "/dev/null",
+                    **env,
+                }
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
-        started.append(process)
         base_url = f"http://127.0.0.1:{port}"
+        started[base_url] = process
         wait_until_serving(base_url, process)
         return base_url
 
+    def output(base_url: str) -> str:
+        """Stop the server at ``base_url`` and return what it printed."""
+        return stop(started[base_url])
+
+    start.output = output
     yield start
-    for process in started:
+    for process in started.values():
         stop(process)

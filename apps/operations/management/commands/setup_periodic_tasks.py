@@ -22,6 +22,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, reset: bool, **options) -> None:
         changes = periodic_tasks_setup(reset=reset)
+        if options["verbosity"] == 0:
+            return
         rows = [
             (
                 change.name,

@@ -1,0 +1,46 @@
+"""gunicorn settings that its command-line flags cannot express (``scripts/start-web``).
+
+gunicorn's own error and access lines use the app's log format (one JSON object
+per line in production), each access line with the request id of its response;
+and a worker process that exits is forgotten by the multi-process metrics.
+"""
+
+import os
+from typing import Any
+
+from django.conf import settings
+from gunicorn import glogging
+from prometheus_client import multiprocess
+
+from contextos.context import request_id_var
+from contextos.logging import ContextFilter, JSONFormatter
+
+
+class Logger(glogging.Logger):
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if settings.LOG_FORMAT != "json":
+            return
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JSONFormatter())
+                handler.addFilter(ContextFilter())
+
+    def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
+        # A streamed response is logged after the request's context has ended.
+        request_id = next(
+            (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+        )
+        token = request_id_var.set(request_id)
+        try:
+            super().access(resp, req, environ, request_time)
+        finally:
+            request_id_var.reset(token)
+
+
+logger_class = Logger
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,212 @@
+"""Prometheus metrics: HTTP requests per view, and counters that every process adds to.
+
+HTTP counts and latencies are kept by each web process; with
+``PROMETHEUS_MULTIPROC_DIR`` set (``scripts/start-web`` sets it for gunicorn)
+every worker process writes them to its own file there and a scrape sums
+the files. Counters of work that may finish in a Celery worker (AI calls,
+tasks) are :class:`SharedCounter` s kept in Redis hashes, so ``/metrics``
+shows what every worker did, whatever machine or container it runs on.
+Apps declare their shared counters and register collectors of their own
+(gauges read at scrape time) with :func:`register`.
+"""
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache as memoize
+from typing import Any
+
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from contextos.cache import cache_key, redis_client
+
+logger = logging.getLogger(__name__)
+
+# --- HTTP requests, per process ----------------------------------------------------
+
+# ``*_created`` series exist in single-process mode only; leave them out in both.
+disable_created_metrics()
+
+_http_registry = CollectorRegistry()
+_HTTP_LABELS = ("view", "method", "status")
+HTTP_REQUESTS = Counter(
+    "contextos_http_requests_total",
+    "HTTP requests answered, by view (URL route), method and status.",
+    _HTTP_LABELS,
+    registry=_http_registry,
+)
+HTTP_LATENCY = Histogram(
+    "contextos_http_request_duration_seconds",
+    "Time to produce the response (to the first byte of a stream), by view, method and status.",
+    _HTTP_LABELS,
+    registry=_http_registry,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_VIEW = "unmatched"
+
+
+# The per-label children, looked up once: this runs on every request.
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(request: HttpRequest, response: HttpResponse, seconds: float) -> None:
+    """Count and time a response by its URL route (a bounded set), method and status."""
+    match = request.resolver_match
+    method = request.method if request.method in _METHODS else "other"
+    labels = (match.route if match else UNMATCHED_VIEW, method, response.status_code)
+    children = _http_children.get(labels)
+    if children is None:
+        children = _http_children.setdefault(
+            labels,
+            (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels)),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+# --- Counters shared by every process, in Redis -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Increment:
+    counter: "SharedCounter"
+    labels: str
+    amount: int | float
+
+
+class SharedCounter:
+    """A counter family kept in one Redis hash: a field per label set, summed by every process."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.labelnames = labelnames
+        _shared_counters.append(self)
+
+    @property
+    def key(self) -> str:
+        return cache.make_key(cache_key("metrics", self.name))
+
+    def by(self, *labelvalues: object, amount: int | float = 1) -> Increment:
+        """The increment of ``amount`` for these label values (counted with :func:`count`)."""
+        if len(labelvalues) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, not {labelvalues}")
+        return Increment(self, json.dumps([str(value) for value in labelvalues]), amount)
+
+
+_shared_counters: list[SharedCounter] = []
+
+
+class _LocalCounts:
+    """Without Redis (the embedded default) each process counts what it did itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, dict[str, float]] = {}
+
+    def add(self, increments: Iterable[Increment]) -> None:
+        with self._lock:
+            for increment in increments:
+                fields = self._values.setdefault(increment.counter.key, {})
+                fields[increment.labels] = fields.get(increment.labels, 0) + increment.amount
+
+    def read(self, key: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._values.get(key, {}))
+
+
+_local_counts = _LocalCounts()
+
+
+def count(*increments: Increment) -> None:
+    """Add ``increments`` to their shared counters in one round trip to Redis.
+
+    A Redis outage loses these counts (logged); it never fails the caller.
+    """
+    try:
+        redis = redis_client()
+        if redis is None:
+            _local_counts.add(increments)
+            return
+        pipe = redis.pipeline(transaction=False)
+        for increment in increments:
+            if isinstance(increment.amount, int):
+                pipe.hincrby(increment.counter.key, increment.labels, increment.amount)
+            else:
+                pipe.hincrbyfloat(increment.counter.key, increment.labels, increment.amount)
+        pipe.execute()
+    except Exception as exc:
+        logger.warning("Metrics not counted (%s: %s)", exc.__class__.__name__, exc)
+
+
+def _shared_values() -> list[dict[Any, Any]]:
+    redis = redis_client()
+    if redis is None:
+        return [_local_counts.read(counter.key) for counter in _shared_counters]
+    pipe = redis.pipeline(transaction=False)
+    for counter in _shared_counters:
+        pipe.hgetall(counter.key)
+    return pipe.execute()
+
+
+class _SharedCountersCollector:
+    def collect(self) -> Iterator[Metric]:
+        try:
+            values = _shared_values()
+        except Exception as exc:
+            logger.warning("Shared metrics unavailable (%s: %s)", exc.__class__.__name__, exc)
+            values = [{} for _ in _shared_counters]
+        for counter, fields in zip(_shared_counters, values, strict=True):
+            family = CounterMetricFamily(
+                counter.name, counter.documentation, labels=counter.labelnames
+            )
+            for labels, value in sorted(fields.items()):
+                family.add_metric(json.loads(labels), float(value))
+            yield family
+
+
+# --- Exposition ---------------------------------------------------------------------------
+
+_collectors: list[Collector] = [_SharedCountersCollector()]
+
+
+def register(collector: Collector) -> None:
+    """Add a collector (gauges read at scrape time) to ``/metrics``."""
+    _collectors.append(collector)
+
+
+class _RegisteredCollectors:
+    def collect(self) -> Iterator[Metric]:
+        for collector in _collectors:
+            yield from collector.collect()
+
+
+@memoize
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_http_registry)
+    registry.register(_RegisteredCollectors())
+    return registry
+
+
+def exposition() -> bytes:
+    """Every metric, in Prometheus' text format."""
+    return generate_latest(_registry())

@@ -1,0 +1,56 @@
+"""/metrics across processes: what a real worker counts, and gunicorn's worker processes summed."""
+
+import pytest
+
+from apps.ai_interactions.models import AIInteraction
+from tests.integration.conftest import http_get, wait_for
+from tests.prometheus import parse, scrape, value
+
+
+@pytest.mark.worker
+def test_an_async_ai_call_run_by_the_worker_reaches_metrics(start_worker, api_client, anon_client):
+    start_worker()
+
+    response = api_client.post(
+        "/api/v1/ai/interactions/", {"prompt": "count me", "mode": "async"}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    wait_for(
+        lambda: AIInteraction.objects.filter(pk=response.json()["id"], status="succeeded").exists(),
+        timeout=60,
+        message="the worker never answered the interaction",
+    )
+
+    samples = scrape(anon_client)
+    echo = {"provider": "echo", "model": "echo-1"}
+    ai = {**echo, "status": "succeeded", "cached": "false"}
+    assert value(samples, "contextos_ai_requests_total", **ai) == 1
+    assert value(samples, "contextos_ai_tokens_total", **echo, direction="input") == 2
+    generated = {"type": "ai.generate", "status": "succeeded"}
+    assert value(samples, "contextos_tasks_total", **generated) == 1
+    assert value(samples, "contextos_workers_online") == 1
+
+
+@pytest.mark.server
+def test_gunicorn_workers_are_summed_and_the_token_is_required(start_web):
+    base = start_web(WEB_CONCURRENCY="2", METRICS_TOKEN="scrape-token-0123456789")
+    for _ in range(40):
+        assert http_get(f"{base}/api/v1/health/live")[0] == 200
+
+    status, headers, body = http_get(f"{base}/metrics")
+    assert status == 401
+    assert headers["Content-Type"] == "application/json"
+
+    status, _, body = http_get(
+        f"{base}/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"}
+    )
+    assert status == 200
+    samples = parse(body.decode())
+    live = {"view": "api/v1/health/live", "method": "GET", "status": "200"}
+    # Whichever process answers the scrape, it reports every process's requests
+    # (the readiness wait of start_web adds its own /live calls).
+    assert value(samples, "contextos_http_requests_total", **live) >= 40
+    assert (
+        value(samples, "contextos_http_requests_total", view="metrics", method="GET", status="401")
+        == 1
+    )
