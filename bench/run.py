@@ -308,7 +308,8 @@ def ensure_interactions(count: int) -> None:
             cursor.execute("ANALYZE ai_interactions_aiinteraction")
 
 
-def http_scenarios(api_key: str, staff_key: str, *, runs: int, seconds: int) -> list[Row]:
+def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: int) -> list[Row]:
+    from apps.ai_interactions.models import AIInteraction
     from tests.fakes.openai_server import FakeOpenAI
 
     submit_body = '{"type": "diagnostics.sleep", "params": {"seconds": 0}}'
@@ -330,6 +331,12 @@ def http_scenarios(api_key: str, staff_key: str, *, runs: int, seconds: int) -> 
                 runs=runs,
                 seconds=seconds,
             )
+            ready, live_again = compare_http(
+                (f"{base}/api/v1/health/ready", None),
+                (f"{base}/api/v1/health/live", None),
+                runs=runs,
+                seconds=seconds,
+            )
             submitted, inserted = compare_http(
                 (f"{base}/api/v1/tasks/", submit),
                 (f"{base}/bench/bare-insert", submit),
@@ -337,6 +344,14 @@ def http_scenarios(api_key: str, staff_key: str, *, runs: int, seconds: int) -> 
                 seconds=seconds,
             )
             post_json(f"{base}/api/v1/ai/interactions/", {"prompt": CACHED_PROMPT}, api_key)
+            row_id = AIInteraction.objects.filter(owner=user).values_list("pk", flat=True)[0]
+            get = lua_script(scripts, "get", api_key)
+            retrieved, values = compare_http(
+                (f"{base}/api/v1/ai/interactions/{row_id}/", get),
+                (f"{base}/bench/bare-row/{row_id}", get),
+                runs=runs,
+                seconds=seconds,
+            )
             hit, cache_insert = compare_http(
                 (f"{base}/api/v1/ai/interactions/", ask),
                 (f"{base}/bench/bare-cache-insert", ask),
@@ -354,6 +369,14 @@ def http_scenarios(api_key: str, staff_key: str, *, runs: int, seconds: int) -> 
             )
     return [
         Row("GET /api/v1/health/live vs bare DRF view", live, bare, "req/s", 0.8),
+        Row("GET /api/v1/health/ready vs /live", ready, live_again, "req/s", 0.5),
+        Row(
+            "GET /api/v1/ai/interactions/{id}/ vs bare .values() + JSON of the row",
+            retrieved,
+            values,
+            "req/s",
+            0.6,
+        ),
         Row("POST /api/v1/tasks/ vs bare authenticated insert", submitted, inserted, "req/s", 0.6),
         Row(
             "cache-hit POST /api/v1/ai/interactions/ vs bare Redis GET + INSERT",
@@ -531,7 +554,7 @@ def main() -> int:
     _, staff_key = bench_api_key(username="bench-staff", staff=True)
     ensure_interactions(LIST_ROWS)
 
-    rows = http_scenarios(api_key, staff_key, runs=args.runs, seconds=args.seconds)
+    rows = http_scenarios(user, api_key, staff_key, runs=args.runs, seconds=args.seconds)
     if not args.http_only:
         rows += throughput_scenario(user, runs=args.runs, count=args.tasks)
 

@@ -22,6 +22,16 @@ class BareView(APIView):
         return Response({"status": "ok"})
 
 
+class BareRowView(APIView):
+    """Authenticated and throttled: the caller's interaction row by id, ``.values()`` as JSON."""
+
+    def get(self, request: Request, pk: uuid.UUID) -> Response:
+        row = AIInteraction.objects.filter(owner=request.user, pk=pk).values().first()
+        if row is None:
+            return Response(status=404)
+        return Response(row)
+
+
 class BareInsertView(APIView):
     """An authenticated, throttled view that inserts one task row and nothing else."""
 

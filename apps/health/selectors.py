@@ -1,5 +1,6 @@
 """Reads of the health domain: readiness and the detailed report for staff."""
 
+import time
 from typing import Any
 
 from celery import current_app
@@ -18,10 +19,23 @@ from contextos.cache import cache_key
 WORKER_PING_TIMEOUT_SECONDS = 1.0
 
 
-def readiness_report() -> dict[str, Any]:
+_last_readiness: tuple[float, dict[str, Any]] | None = None
+
+
+def readiness_report(*, max_age: float = 0.0) -> dict[str, Any]:
+    """Probe the database, cache and broker; or, within ``max_age`` seconds of the
+    last probe in this process, answer with that report."""
+    global _last_readiness
+    if max_age > 0 and _last_readiness is not None:
+        probed_at, report = _last_readiness
+        if time.monotonic() - probed_at < max_age:
+            return report
+    probed_at = time.monotonic()
     checks = run_checks(READINESS_CHECKS)
     healthy = all(check["status"] == "ok" for check in checks.values())
-    return {"status": "ok" if healthy else "unavailable", "checks": checks}
+    report = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    _last_readiness = (probed_at, report)
+    return report
 
 
 def _workers_online() -> dict[str, Any]:

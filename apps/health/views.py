@@ -1,5 +1,6 @@
 """Liveness, readiness and the staff-only detailed health report."""
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAdminUser
@@ -35,8 +36,12 @@ class ReadyView(_PublicProbe):
         tags=["health"],
     )
     def get(self, request: Request) -> Response:
-        """Database, cache and broker, each probed; answers within 3 seconds."""
-        report = readiness_report()
+        """Database, cache and broker, each probed; answers within 3 seconds.
+
+        Each web process probes at most once per `HEALTH_READY_CACHE_SECONDS`
+        (default 1) and answers from that report in between.
+        """
+        report = readiness_report(max_age=settings.HEALTH_READY_CACHE_SECONDS)
         code = (
             status.HTTP_200_OK if report["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
         )

@@ -178,6 +178,11 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/(api|v1)/.*$"
 CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
 
+# /api/v1/health/ready is public: each web process probes the database, cache
+# and broker at most once per this many seconds and answers from that report
+# in between, so probes (or anyone) calling it in a loop cannot load them.
+HEALTH_READY_CACHE_SECONDS = env.float("HEALTH_READY_CACHE_SECONDS", default=1.0)
+
 # --- REST framework ---------------------------------------------------------
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/min")
 

@@ -26,3 +26,5 @@ STORAGES = {
 LOGGING["root"]["level"] = "WARNING"
 # WhiteNoise expects the directory collectstatic fills.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+# Every readiness call probes: tests switch dependencies off and on between calls.
+HEALTH_READY_CACHE_SECONDS = 0.0
