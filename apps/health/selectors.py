@@ -9,7 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 import contextos
-from apps.health.checks import READINESS_CHECKS, run_checks
+from apps.health.checks import READINESS_CHECKS, CheckResult, run_checks
 from apps.health.models import ServiceHeartbeat
 from apps.health.services import BEAT
 
@@ -22,8 +22,8 @@ def readiness_report() -> dict[str, Any]:
     return {"status": "ok" if healthy else "unavailable", "checks": checks}
 
 
-def _workers_online() -> dict[str, Any]:
-    replies = current_app.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS) or []
+def _workers_online(timeout: float = WORKER_PING_TIMEOUT_SECONDS) -> dict[str, Any]:
+    replies = current_app.control.ping(timeout=timeout) or []
     names = sorted(name for reply in replies for name in reply)
     return {"online": len(names), "names": names}
 
@@ -68,6 +68,14 @@ def health_detail() -> dict[str, Any]:
         deadline=3.0,
     )
     return report | {"version": contextos.__version__, **extra}
+
+
+def workers_and_queues(*, deadline: float, ping_timeout: float) -> dict[str, CheckResult]:
+    """Celery workers online and queue depths, each an error instead when it takes too long."""
+    return run_checks(
+        {"workers": lambda: _workers_online(ping_timeout), "queues": _queue_depths},
+        deadline=deadline,
+    )
 
 
 # Beat sends a heartbeat every minute; three missed ones mean it is down.
