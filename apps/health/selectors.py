@@ -23,6 +23,9 @@ def readiness_report() -> dict[str, Any]:
 
 
 def _workers_online(timeout: float = WORKER_PING_TIMEOUT_SECONDS) -> dict[str, Any]:
+    # A connection of its own first: a broker that went away fails here, at once.
+    with current_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
     replies = current_app.control.ping(timeout=timeout) or []
     names = sorted(name for reply in replies for name in reply)
     return {"online": len(names), "names": names}
