@@ -494,7 +494,7 @@ def _roll_up(low: datetime, high: datetime, stamp: datetime) -> int:
         f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [stamp, *params])
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(stamp), *params])
         written = cursor.rowcount
     HourlyUsage.objects.filter(hour__gte=low, hour__lt=high).exclude(computed_at=stamp).delete()
     return written
