@@ -199,6 +199,8 @@ class RecordAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     # Sorting by other columns would sort millions of rows; filters cover them.
     sortable_by = ("created_at",)
+    # Facet counts are a COUNT per filter choice over the whole table (minutes at 1M rows).
+    show_facets = admin.ShowFacets.NEVER
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return LargeTableChangeList

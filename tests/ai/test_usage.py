@@ -109,7 +109,13 @@ def test_usage_is_exact_before_and_after_rollups_and_with_late_rows(api_client, 
     assert_exact(api_client, owned(user))
 
     # A row of a closed, rolled-up hour that committed late: counted at once, rolled up next run.
-    closed_hour = timezone.now() - timedelta(hours=30)
+    now = timezone.now()
+    neighbour = AIInteraction.objects.get(
+        owner=user,
+        model="gpt-test",
+        created_at__range=(now - timedelta(hours=32), now - timedelta(hours=29)),
+    )
+    closed_hour = neighbour.created_at
     late = record(user, at=closed_hour, model="gpt-test", saved_at=timezone.now(), number=99)
     assert_exact(api_client, owned(user))
     usage_rollup()
@@ -162,9 +168,10 @@ def test_a_range_with_partial_hours_counts_only_rows_inside_it(api_client, user,
 
 
 def test_rerunning_the_rollup_writes_the_same_rows(user, history):
-    usage_rollup()
+    now = timezone.now()
+    usage_rollup(now=now)
     first = list(HourlyUsage.objects.order_by("hour", "model", "owner").values())
-    usage_rollup(since=timezone.now() - timedelta(days=5))
+    usage_rollup(now=now, since=now - timedelta(days=5))
     again = list(HourlyUsage.objects.order_by("hour", "model", "owner").values())
     ignore = {"id", "computed_at"}
     assert [{k: v for k, v in row.items() if k not in ignore} for row in again] == [

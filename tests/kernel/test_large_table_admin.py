@@ -61,6 +61,13 @@ def test_owner_filter_lists_only_owners_of_rows(admin_client, dated_tasks, user)
     assert response.context["cl"].result_count == 3
 
 
+def test_no_facet_counts_over_the_whole_table(admin_client, dated_tasks):
+    page = admin_client.get(TASKS + "?_facets=True").content.decode()
+    assert "Hide counts" not in page
+    assert "Show counts" not in page
+    assert "(3)" not in page
+
+
 def test_lists_sort_only_by_creation_time(admin_client, dated_tasks):
     newest_first = [row.pk for row in reversed(dated_tasks)]
     status_column = 4  # action checkbox, id, type, owner, status
