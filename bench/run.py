@@ -405,6 +405,120 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
     ]
 
 
+# --- Admin and usage at scale ---------------------------------------------------------
+
+ADMIN_SMALL_ROWS = 1_000
+ADMIN_CHANGELIST = "/admin/ai_interactions/aiinteraction/"
+# Renders a page as a staff user with Django's test client; prints each render's ms.
+ADMIN_PROBE = """
+import json, sys, time
+import django
+django.setup()
+from django.conf import settings
+settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+settings.STORAGES = {**settings.STORAGES, "staticfiles": {
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+from django.contrib.auth import get_user_model
+from django.test import Client
+user, _ = get_user_model().objects.update_or_create(
+    username="bench-admin", defaults={"is_staff": True, "is_superuser": True})
+client = Client()
+client.force_login(user)
+path, renders = sys.argv[1], int(sys.argv[2])
+assert client.get(path).status_code == 200
+times = []
+for _ in range(renders):
+    started = time.perf_counter()
+    assert client.get(path).status_code == 200
+    times.append((time.perf_counter() - started) * 1000)
+print(json.dumps(times))
+"""
+
+
+def admin_render_ms(database: str, path: str, renders: int) -> list[float]:
+    url = f"{POSTGRES}/{database}"
+    output = subprocess.run(
+        [sys.executable, "-c", ADMIN_PROBE, path, str(renders)],
+        cwd=ROOT,
+        env=process_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def small_admin_database(rows: int) -> str:
+    """A second database holding ``rows`` interactions, for the same page at a small size."""
+    import psycopg
+
+    database = f"{BENCH_DATABASE}_small"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
+            conn.execute(f'CREATE DATABASE "{database}"')
+    env = process_env(DATABASE_URL=f"{POSTGRES}/{database}")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    with psycopg.connect(f"{POSTGRES}/{database}") as conn:
+        have = conn.execute("SELECT count(*) FROM ai_interactions_aiinteraction").fetchone()[0]
+    if have < rows:
+        seed = [*manage, "seed_demo_data", "--interactions", str(rows - have)]
+        subprocess.run(seed, cwd=ROOT, env=env, check=True, capture_output=True)
+    return database
+
+
+def admin_scale_scenario(*, runs: int, renders: int = 20) -> list[Row]:
+    """The interactions changelist at LIST_ROWS rows vs the same page at ADMIN_SMALL_ROWS."""
+    small = small_admin_database(ADMIN_SMALL_ROWS)
+    large, little = [], []
+    for run in range(runs):
+        pair = [(large, BENCH_DATABASE), (little, small)]
+        for results, database in pair if run % 2 == 0 else reversed(pair):
+            results += admin_render_ms(database, ADMIN_CHANGELIST, renders)
+    return [
+        Row(
+            f"admin interactions changelist at {LIST_ROWS:,} rows vs {ADMIN_SMALL_ROWS:,}, "
+            "median render",
+            statistics.median(large),
+            statistics.median(little),
+            "ms",
+            2,
+            kind="max-ratio",
+        )
+    ]
+
+
+def usage_scenario(staff_key: str, *, runs: int, requests: int = 50) -> list[Row]:
+    """GET /api/v1/ai/usage/?group_by=model over every interaction (staff), median ms."""
+    import urllib.request
+
+    from apps.ai_interactions.services import usage_rollup
+
+    usage_rollup()
+    times = []
+    with web_server() as base:
+        request = urllib.request.Request(  # noqa: S310
+            f"{base}/api/v1/ai/usage/?group_by=model",
+            headers={"Authorization": f"Bearer {staff_key}"},
+        )
+        for _ in range(runs * requests + 5):
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                response.read()
+            times.append((time.perf_counter() - started) * 1000)
+    return [
+        Row(
+            f"GET /api/v1/ai/usage/?group_by=model at {LIST_ROWS:,} interactions "
+            "(staff), median; absolute target",
+            statistics.median(times[5:]),
+            0.0,
+            "ms",
+            50,
+            kind="max-added",
+        )
+    ]
+
+
 # --- Worker throughput ------------------------------------------------------------
 
 
@@ -555,6 +669,8 @@ def main() -> int:
     ensure_interactions(LIST_ROWS)
 
     rows = http_scenarios(user, api_key, staff_key, runs=args.runs, seconds=args.seconds)
+    rows += admin_scale_scenario(runs=args.runs)
+    rows += usage_scenario(staff_key, runs=args.runs)
     if not args.http_only:
         rows += throughput_scenario(user, runs=args.runs, count=args.tasks)
 

@@ -69,7 +69,84 @@ class AIInteraction(BaseModel):
             models.Index(fields=["status", "-created_at"], name="ai_status_created"),
             models.Index(fields=["model", "-created_at"], name="ai_model_created"),
             models.Index(fields=["prompt_hash"], name="ai_prompt_hash"),
+            # The usage rollup finds the hours whose rows changed since it last ran.
+            models.Index(fields=["updated_at"], name="ai_updated"),
         ]
 
     def __str__(self) -> str:
         return f"{self.model} {self.id} ({self.status})"
+
+
+# Upper bounds (ms) of the latency histogram kept per hour; the last bucket is open.
+LATENCY_BUCKET_BOUNDS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+LATENCY_BUCKETS = (
+    *(f"latency_under_{bound}ms" for bound in LATENCY_BUCKET_BOUNDS_MS),
+    f"latency_{LATENCY_BUCKET_BOUNDS_MS[-1]}ms_or_more",
+)
+
+
+class HourlyUsage(models.Model):
+    """One owner's interactions with one model in one closed hour, summed.
+
+    Written only by the usage rollup; usage reads these for closed hours and
+    the interactions themselves for the rest. The latency histogram (one
+    count per ``LATENCY_BUCKETS`` field) lets a p95 be estimated from rollups.
+    Counts are 32-bit (summed faster than 64-bit); token sums are 64-bit.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=50)
+    model = models.CharField(max_length=200)
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    requests = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cached = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
+    latency_count = models.PositiveIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    latency_min_ms = models.FloatField(null=True, blank=True)
+    latency_max_ms = models.FloatField(null=True, blank=True)
+    latency_under_1ms = models.PositiveIntegerField(default=0)
+    latency_under_5ms = models.PositiveIntegerField(default=0)
+    latency_under_10ms = models.PositiveIntegerField(default=0)
+    latency_under_25ms = models.PositiveIntegerField(default=0)
+    latency_under_50ms = models.PositiveIntegerField(default=0)
+    latency_under_100ms = models.PositiveIntegerField(default=0)
+    latency_under_250ms = models.PositiveIntegerField(default=0)
+    latency_under_500ms = models.PositiveIntegerField(default=0)
+    latency_under_1000ms = models.PositiveIntegerField(default=0)
+    latency_under_2500ms = models.PositiveIntegerField(default=0)
+    latency_under_5000ms = models.PositiveIntegerField(default=0)
+    latency_under_10000ms = models.PositiveIntegerField(default=0)
+    latency_under_30000ms = models.PositiveIntegerField(default=0)
+    latency_30000ms_or_more = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "hourly usage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "provider", "model", "hour"], name="hourly_usage_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["hour"], name="hourly_usage_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.hour:%Y-%m-%d %H:00} ({self.requests})"
+
+
+class UsageRollupState(models.Model):
+    """Where the usage rollup stands (one row, none before its first run).
+
+    Every hour before ``rolled_up_to`` is in ``HourlyUsage`` as its
+    interactions stood when the rollup ran at ``ran_at``.
+    """
+
+    rolled_up_to = models.DateTimeField(null=True, blank=True)
+    ran_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"usage rolled up to {self.rolled_up_to}"

@@ -143,8 +143,15 @@ class UsageRowSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cost_usd = serializers.DecimalField(max_digits=18, decimal_places=8)
-    latency_ms_mean = serializers.FloatField(allow_null=True)
-    latency_ms_p95 = serializers.FloatField(allow_null=True)
+    latency_ms_mean = serializers.FloatField(allow_null=True, help_text="Exact.")
+    latency_ms_p95 = serializers.FloatField(
+        allow_null=True,
+        help_text=(
+            "An estimate: interpolated within a fixed latency histogram (bucket bounds "
+            "1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000 ms), "
+            "clamped to the fastest and slowest call."
+        ),
+    )
 
 
 class UsageSerializer(serializers.Serializer):

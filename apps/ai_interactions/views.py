@@ -47,6 +47,12 @@ class ModelListView(APIView):
 class UsageView(APIView):
     @extend_schema(
         summary="Usage per day or per model",
+        description=(
+            "Totals are exact up to the moment of the request: closed hours come from "
+            "hourly rollups, the current hour (and any hour not rolled up yet, or changed "
+            "since) from the interactions themselves. The mean latency is exact; the p95 "
+            "is estimated from a latency histogram."
+        ),
         parameters=[
             OpenApiParameter("group_by", str, enum=["day", "model"]),
             OpenApiParameter("from", str, description="Date or date-time (default: 30 days ago)."),

@@ -11,7 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 import contextos
-from apps.health.checks import READINESS_CHECKS, run_checks
+from apps.health.checks import READINESS_CHECKS, CheckResult, run_checks
 from apps.health.models import ServiceHeartbeat
 from apps.health.services import BEAT
 from contextos.cache import cache_key
@@ -38,8 +38,11 @@ def readiness_report(*, max_age: float = 0.0) -> dict[str, Any]:
     return report
 
 
-def _workers_online() -> dict[str, Any]:
-    replies = current_app.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS) or []
+def _workers_online(timeout: float = WORKER_PING_TIMEOUT_SECONDS) -> dict[str, Any]:
+    # A connection of its own first: a broker that went away fails here, at once.
+    with current_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    replies = current_app.control.ping(timeout=timeout) or []
     names = sorted(name for reply in replies for name in reply)
     return {"online": len(names), "names": names}
 
@@ -103,6 +106,14 @@ def health_detail() -> dict[str, Any]:
         deadline=3.0,
     )
     return report | {"version": contextos.__version__, **extra}
+
+
+def workers_and_queues(*, deadline: float, ping_timeout: float) -> dict[str, CheckResult]:
+    """Celery workers online and queue depths, each an error instead when it takes too long."""
+    return run_checks(
+        {"workers": lambda: _workers_online(ping_timeout), "queues": _queue_depths},
+        deadline=deadline,
+    )
 
 
 # Beat sends a heartbeat every minute; three missed ones mean it is down.

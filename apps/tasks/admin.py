@@ -10,7 +10,7 @@ from django_celery_results.models import TaskResult
 from apps.tasks.models import Task, TaskAttempt
 from apps.tasks.registry import task_types
 from apps.tasks.services import task_cancel, task_retry
-from contextos.admin import RecordAdmin, as_uuid, json_display, owned_by_username
+from contextos.admin import OwnerFilter, RecordAdmin, as_uuid, json_display, owned_by_username
 
 
 class TaskTypeFilter(admin.SimpleListFilter):
@@ -57,7 +57,7 @@ class TaskAdmin(RecordAdmin):
     list_filter = (
         "status",
         TaskTypeFilter,
-        ("owner", admin.RelatedOnlyFieldListFilter),
+        OwnerFilter,
         "created_at",
     )
     search_fields = ("=id", "=type", "=owner__username", "=idempotency_key", "=celery_task_id")

@@ -1,0 +1,15 @@
+"""Celery entry points of the AI domain."""
+
+from apps.ai_interactions.services import usage_rollup
+from contextos.jobs import periodic_job
+
+
+@periodic_job(
+    "ai_interactions.rollup_usage",
+    lock_seconds=3300,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def rollup_usage() -> int:
+    """Roll closed hours of interactions up into hourly usage (scheduled hourly; idempotent)."""
+    return usage_rollup()
