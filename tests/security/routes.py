@@ -20,6 +20,7 @@ class Operation:
     path: str  # as in the schema, e.g. /api/v1/tasks/{id}/
     public: bool  # the schema declares no security requirement
     staff_only: bool  # the view requires a staff user
+    takes_body: bool = False  # the schema declares a request body
 
     @property
     def label(self) -> str:
@@ -53,6 +54,7 @@ def operations() -> tuple[Operation, ...]:
                     path=path,
                     public=spec.get("security") in ([], [{}]) or "security" not in spec,
                     staff_only=_staff_only(concrete),
+                    takes_body="requestBody" in spec,
                 )
             )
     return tuple(found)
