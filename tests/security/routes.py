@@ -10,6 +10,9 @@ from django.urls import resolve
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.permissions import IsAdminUser
 
+from apps.ai_interactions.models import AIInteraction
+from apps.tasks.models import Task
+
 # Path parameters in the schema look like ``{id}``.
 _PARAMETER = re.compile(r"\{([^}]+)\}")
 
@@ -32,6 +35,19 @@ class Operation:
 
     def url(self, object_id: uuid.UUID | str | None = None) -> str:
         return _PARAMETER.sub(str(object_id or uuid.uuid4()), self.path)
+
+    @property
+    def model(self) -> type | None:
+        """The model whose objects the operation's view serves, if any."""
+        view = resolve(self.url()).func
+        queryset = getattr(getattr(view, "cls", None), "queryset", None)
+        return None if queryset is None else queryset.model
+
+    def call(self, client, object_id=None, body: str = "{}"):
+        """Call the operation with a test client (on a random id unless given one)."""
+        return client.generic(
+            self.method, self.url(object_id), body, content_type="application/json"
+        )
 
 
 def _staff_only(path: str) -> bool:
@@ -58,3 +74,24 @@ def operations() -> tuple[Operation, ...]:
                 )
             )
     return tuple(found)
+
+
+def exercise(client) -> list:
+    """Use ``client``'s credentials on every operation, with successful writes, failing
+    ones and actions on its own objects among them; return the responses."""
+    responses = [op.call(client) for op in operations()]
+    interaction = client.post("/api/v1/ai/interactions/", {"prompt": "hello"}, format="json")
+    task = client.post(
+        "/api/v1/tasks/", {"type": "diagnostics.sleep", "params": {"seconds": 0}}, format="json"
+    )
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    responses += [
+        interaction,
+        task,
+        client.post("/v1/chat/completions", chat, format="json"),
+        client.post("/api/v1/tasks/", "{oops", content_type="application/json"),
+        client.post("/api/v1/ai/interactions/", {"prompt": "a" * 300_000}, format="json"),
+    ]
+    own = {AIInteraction: interaction.json()["id"], Task: task.json()["id"]}
+    responses += [op.call(client, own[op.model]) for op in operations() if op.has_id]
+    return responses

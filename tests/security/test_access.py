@@ -31,10 +31,6 @@ def labels(ops: list[Operation]) -> list[str]:
     return [op.label for op in ops]
 
 
-def call(client: APIClient, op: Operation, object_id=None):
-    return client.generic(op.method, op.url(object_id), "{}", content_type="application/json")
-
-
 def error_code(response) -> str:
     """The machine-readable code of an error, in the shape its path uses."""
     body = response.json()
@@ -104,7 +100,7 @@ def bad_credentials(request, user) -> dict[str, str]:
 def test_every_protected_operation_answers_401_without_a_valid_key(op, bad_credentials):
     client = APIClient()
     client.credentials(**bad_credentials)
-    response = call(client, op)
+    response = op.call(client)
     assert response.status_code == 401, response.content
     assert response["WWW-Authenticate"].startswith("Bearer")
     assert error_code(response) in ("not_authenticated", "authentication_failed")
@@ -147,21 +143,16 @@ def others_objects(user) -> dict[type, list]:
     }
 
 
-def _model_of(op: Operation) -> type:
-    view = resolve(op.url()).func
-    return view.cls.queryset.model
-
-
 @pytest.mark.parametrize("op", DETAIL, ids=labels(DETAIL))
 def test_another_users_objects_answer_404(op, others_objects, api_client, client_for):
-    model = _model_of(op)
+    model = op.model
     targets = others_objects[model]  # a new detail model needs its objects above
     before = [(row.pk, row.status, row.updated_at) for row in targets]
-    unknown = call(api_client, op, uuid.uuid4())
+    unknown = op.call(api_client, uuid.uuid4())
     assert unknown.status_code == 404
 
     for target in targets:
-        response = call(api_client, op, target.pk)
+        response = op.call(api_client, target.pk)
         assert response.status_code == 404, (target.status, response.content)
         # Indistinguishable from an id that does not exist.
         assert response.json()["error"] == unknown.json()["error"]
@@ -173,16 +164,16 @@ def test_another_users_objects_answer_404(op, others_objects, api_client, client
     assert sorted(after) == sorted(before)
     # Their owner does see them: the 404 is about ownership.
     _, owner_key = api_key_create(user=others_objects["owner"])
-    read = next(o for o in DETAIL if o.method == "GET" and _model_of(o) is model)
-    assert call(client_for(owner_key), read, targets[0].pk).status_code == 200
+    read = next(o for o in DETAIL if o.method == "GET" and o.model is model)
+    assert read.call(client_for(owner_key), targets[0].pk).status_code == 200
 
 
 @pytest.mark.parametrize("op", STAFF_ONLY, ids=labels(STAFF_ONLY))
 def test_staff_routes_refuse_other_users(op, api_client, staff_client):
-    response = call(api_client, op)
+    response = op.call(api_client)
     assert response.status_code == 403, response.content
     assert error_code(response) == "permission_denied"
-    assert call(staff_client, op).status_code != 403
+    assert op.call(staff_client).status_code != 403
 
 
 def test_staff_task_types_are_hidden_and_refused_for_other_users(api_client, staff_client):
@@ -228,7 +219,7 @@ def test_session_login_reads_the_api(session_client):
 
 @pytest.mark.parametrize("op", UNSAFE, ids=labels(UNSAFE))
 def test_session_writes_without_csrf_token_are_refused(op, session_client):
-    response = call(session_client, op)
+    response = op.call(session_client)
     assert response.status_code == 403, response.content
     assert "CSRF" in response.content.decode()
 

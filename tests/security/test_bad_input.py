@@ -5,7 +5,7 @@ import pytest
 
 from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
-from tests.security.routes import Operation, operations
+from tests.security.routes import operations
 
 pytestmark = pytest.mark.django_db
 
@@ -31,14 +31,10 @@ def error_of(response) -> tuple[str, str]:
     return body["error"], body["code"]
 
 
-def post(client, op: Operation, body: str):
-    return client.generic(op.method, op.url(), body, content_type="application/json")
-
-
 @pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
 @pytest.mark.parametrize("op", WITH_BODY, ids=[op.label for op in WITH_BODY])
 def test_malformed_json_is_a_400(op, body, staff_client):
-    response = post(staff_client, op, body)
+    response = op.call(staff_client, body=body)
     assert response.status_code == 400, response.content
     message, code = error_of(response)
     assert code == "malformed_request"
