@@ -179,6 +179,14 @@ class ChatCompletionSchema(serializers.Serializer):
     usage = _UsageSchema()
 
 
+class ServerSentEventSchema(serializers.Serializer):
+    """One event of a streamed completion."""
+
+    data = serializers.CharField(
+        help_text="A `chat.completion.chunk` object as JSON; `[DONE]` for the last event."
+    )
+
+
 class _ModelSchema(serializers.Serializer):
     id = serializers.CharField()
     object = serializers.CharField()
@@ -214,7 +222,11 @@ class ChatCompletionsView(APIView):
             "`stream_options.include_usage` is true."
         ),
         request=ChatCompletionRequestSchema,
-        responses={200: ChatCompletionSchema, **OPENAI_ERRORS},
+        responses={
+            (200, "application/json"): ChatCompletionSchema,
+            (200, "text/event-stream"): ServerSentEventSchema,
+            **OPENAI_ERRORS,
+        },
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:

@@ -14,7 +14,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.registry import task_types
-from tests.factories import UserFactory
+from tests.factories import InteractionFactory, TaskFactory, UserFactory
 from tests.security.routes import Operation, operations
 
 pytestmark = pytest.mark.django_db
@@ -107,38 +107,15 @@ def test_every_protected_operation_answers_401_without_a_valid_key(op, bad_crede
 
 
 @pytest.fixture
-def others_objects(user) -> dict[type, list]:
+def others_objects() -> dict:
     """Objects of another user, in states where their owner could act on each of them."""
     owner = UserFactory()
-
-    def task(status: str) -> Task:
-        return Task.objects.create(
-            owner=owner,
-            type="diagnostics.sleep",
-            params={"seconds": 1},
-            status=status,
-            celery_task_id=str(uuid.uuid4()),
-            request_fingerprint="-",
-        )
-
-    def interaction(status: str) -> AIInteraction:
-        return AIInteraction.objects.create(
-            owner=owner,
-            status=status,
-            mode="sync",
-            provider="echo",
-            model="echo-1",
-            messages=[{"role": "user", "content": "mine"}],
-            prompt="mine",
-            prompt_hash="-",
-        )
-
     return {
         "owner": owner,
-        Task: [task(TaskStatus.QUEUED), task(TaskStatus.FAILED)],
+        Task: [TaskFactory(owner=owner, status=s) for s in (TaskStatus.QUEUED, TaskStatus.FAILED)],
         AIInteraction: [
-            interaction(InteractionStatus.SUCCEEDED),
-            interaction(InteractionStatus.FAILED),
+            InteractionFactory(owner=owner, status=s)
+            for s in (InteractionStatus.SUCCEEDED, InteractionStatus.FAILED)
         ],
     }
 

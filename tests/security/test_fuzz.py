@@ -5,40 +5,50 @@ The server runs the test settings, so the tasks that fuzzing submits go to this 
 run's own queue, which no worker consumes and which is emptied afterwards.
 """
 
+import json
 import subprocess
-import tomllib
 
 import pytest
 from django.conf import settings
 from kombu import Connection
 
 from apps.accounts.services import api_key_create
+from apps.ai_interactions.models import InteractionStatus
+from apps.tasks.models import TaskStatus
+from tests.factories import InteractionFactory, TaskFactory
 from tests.integration.conftest import BIN
 from tests.security.routes import operations
 
 pytestmark = pytest.mark.server
 
-CHECKS = "not_a_server_error,response_schema_conformance"
+CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
 EXAMPLES_PER_OPERATION = 100
 
 
-def toml_string(value: str) -> str:
-    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    assert tomllib.loads(f"x = {quoted}")["x"] == value
-    return quoted
-
-
-def fuzz_config(user_key: str, staff_key: str) -> str:
-    """A user's key everywhere, a staff key on the operations only staff may call."""
-    lines = [f"headers = {{ Authorization = {toml_string('Bearer ' + user_key)} }}"]
+def fuzz_config(user_key: str, staff_key: str, own_ids: list[str]) -> str:
+    """A user's key everywhere, a staff key on the operations only staff may call; path
+    ids are the user's own objects half of the time, random ones otherwise."""
+    lines = [
+        f"headers = {{ Authorization = {json.dumps('Bearer ' + user_key)} }}",
+        'parameters = { "path.id" = { dictionary = "own", probability = 0.5 } }',
+        "[dictionaries.own]",
+        f"values = [{', '.join(json.dumps(value) for value in own_ids)}]",
+    ]
     for operation in operations():
         if operation.staff_only:
             lines += [
                 "[[operations]]",
-                f"include-name = {toml_string(operation.label)}",
-                f"headers = {{ Authorization = {toml_string('Bearer ' + staff_key)} }}",
+                f"include-name = {json.dumps(operation.label)}",
+                f"headers = {{ Authorization = {json.dumps('Bearer ' + staff_key)} }}",
             ]
     return "\n".join(lines) + "\n"
+
+
+def own_objects(user) -> list[str]:
+    """The user's tasks and interactions in every state an action may find them in."""
+    tasks = [TaskFactory(owner=user, status=status) for status in TaskStatus.values]
+    interactions = [InteractionFactory(owner=user, status=s) for s in InteractionStatus.values]
+    return [str(row.pk) for row in tasks + interactions]
 
 
 @pytest.fixture
@@ -60,7 +70,7 @@ def test_no_server_error_and_every_response_as_documented(
     _, user_key = api_key_create(user=user, name="fuzzing")
     _, staff_key = api_key_create(user=staff_user, name="fuzzing staff")
     config = tmp_path / "schemathesis.toml"
-    config.write_text(fuzz_config(user_key, staff_key))
+    config.write_text(fuzz_config(user_key, staff_key, own_objects(user)))
 
     run = subprocess.run(
         [
@@ -85,5 +95,9 @@ def test_no_server_error_and_every_response_as_documented(
         timeout=900,
     )
     report = run.stdout + run.stderr
-    assert run.returncode == 0, f"schemathesis found failures:\n{report}"
+    (tmp_path / "schemathesis-report.txt").write_text(report)
+    if run.returncode != 0:
+        errors = [line for line in start_web.output(base).splitlines() if "ERROR" in line]
+        server_log = "\n".join(errors[-20:])
+        pytest.fail(f"schemathesis found failures:\n{report}\nserver errors:\n{server_log}")
     assert f"{len(operations())} selected / {len(operations())} total" in report, report
