@@ -9,6 +9,7 @@ class ContextosConfig(AppConfig):
         from django.core.signals import request_finished
 
         from contextos import logging as kernel_logging
+        from contextos import schema  # noqa: F401  (registers the schema extension)
         from contextos.middleware import clear_request_id
         from contextos.worker import connect_worker_signals
 

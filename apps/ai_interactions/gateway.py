@@ -26,6 +26,7 @@ from apps.ai_interactions import metrics
 from apps.ai_interactions.catalog import model_get, model_list, provider_for
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import Message, ProviderCallError, StreamChunk
+from apps.ai_interactions.serializers import GenerationParamsSerializer
 from apps.ai_interactions.services import (
     cached_answer,
     call_provider,
@@ -37,6 +38,7 @@ from apps.ai_interactions.services import (
     remember_answer,
 )
 from contextos.exceptions import ValidationFailed
+from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        texts = [part.get("text") for part in content if isinstance(part, dict)]
+        return "".join(text for text in texts if isinstance(text, str))
     if content is None:
         return ""
     raise ValidationFailed("Message content must be a string or a list of parts.")
@@ -74,19 +77,28 @@ def _parse(body: Any) -> ChatRequest:
         raise ValidationFailed("'messages' must be a non-empty list.")
     messages: list[Message] = []
     for message in raw_messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise ValidationFailed("Each message needs a 'role' and 'content'.")
-        role = "system" if message["role"] == "developer" else message["role"]
-        messages.append({"role": role, "content": _text(message.get("content"))})
+        role = "system" if role == "developer" else role
+        content = _text(message.get("content"))
+        if has_null_character(content):
+            raise ValidationFailed(f"Message content: {NULL_CHARACTER_MESSAGE}")
+        messages.append({"role": role, "content": content})
     params = {name: body[name] for name in ACTED_ON_PARAMS if body.get(name) is not None}
     if body.get("max_completion_tokens") is not None:
         params.setdefault("max_tokens", body["max_completion_tokens"])
+    # The parameters ContextOS acts on reach the provider only with valid values.
+    checked = GenerationParamsSerializer(data=params)
+    if not checked.is_valid():
+        name, problems = next(iter(checked.errors.items()))
+        raise ValidationFailed(f"Invalid '{name}': {problems[0]}", details=checked.errors)
     options = body.get("stream_options")
     model = body.get("model")
     return ChatRequest(
         messages=messages,
         model=model if isinstance(model, str) else None,
-        params=params,
+        params=dict(checked.validated_data),
         stream=bool(body.get("stream")),
         include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
     )
@@ -138,11 +150,13 @@ class ChatCompletionRequestSchema(serializers.Serializer):
     messages = _ChatMessageSchema(many=True)
     stream = serializers.BooleanField(required=False)
     stream_options = _StreamOptionsSchema(required=False)
-    temperature = serializers.FloatField(required=False)
-    max_tokens = serializers.IntegerField(required=False)
-    max_completion_tokens = serializers.IntegerField(required=False)
-    top_p = serializers.FloatField(required=False)
-    stop = serializers.JSONField(required=False)
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    max_completion_tokens = serializers.IntegerField(
+        required=False, min_value=1, max_value=1_000_000
+    )
+    top_p = serializers.FloatField(required=False, min_value=0, max_value=1)
+    stop = serializers.JSONField(required=False, help_text="A string or up to 4 strings.")
 
 
 class _ChoiceSchema(serializers.Serializer):
@@ -164,6 +178,14 @@ class ChatCompletionSchema(serializers.Serializer):
     model = serializers.CharField()
     choices = _ChoiceSchema(many=True)
     usage = _UsageSchema()
+
+
+class ServerSentEventSchema(serializers.Serializer):
+    """One event of a streamed completion."""
+
+    data = serializers.CharField(
+        help_text="A `chat.completion.chunk` object as JSON; `[DONE]` for the last event."
+    )
 
 
 class _ModelSchema(serializers.Serializer):
@@ -201,7 +223,11 @@ class ChatCompletionsView(APIView):
             "`stream_options.include_usage` is true."
         ),
         request=ChatCompletionRequestSchema,
-        responses={200: ChatCompletionSchema, **OPENAI_ERRORS},
+        responses={
+            (200, "application/json"): ChatCompletionSchema,
+            (200, "text/event-stream"): ServerSentEventSchema,
+            **OPENAI_ERRORS,
+        },
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:

@@ -1,6 +1,6 @@
 """The AI API: ask models, list and inspect interactions, usage."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -31,7 +31,8 @@ from contextos.serializers import ErrorSerializer
 from contextos.views import UUID_PATTERN
 
 ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 429), ErrorSerializer)
-USAGE_DEFAULT_DAYS = 30
+DEFAULT_SPAN = timedelta(days=30)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class ModelListView(APIView):
@@ -65,7 +66,9 @@ class UsageView(APIView):
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         end = query.validated_data.get("to") or timezone.now()
-        start = query.validated_data.get("from") or end - timedelta(days=USAGE_DEFAULT_DAYS)
+        # Never before the first representable day, even for a "to" in year 1.
+        default_start = max(end, EARLIEST + DEFAULT_SPAN) - DEFAULT_SPAN
+        start = query.validated_data.get("from") or default_start
         group_by = query.validated_data["group_by"]
         rows = interaction_usage(user=request.user, group_by=group_by, start=start, end=end)
         data = {"group_by": group_by, "from": start, "to": end, "results": rows}

@@ -196,7 +196,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"api_key": API_RATE_LIMIT},
     "DEFAULT_PAGINATION_CLASS": "contextos.pagination.CursorPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["contextos.parsers.JSONParser"],
     # JSON unless a browser asks for HTML: staff logged in to the admin can
     # explore the API in the browsable renderer.
     "DEFAULT_RENDERER_CLASSES": [

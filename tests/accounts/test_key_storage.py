@@ -8,6 +8,7 @@ from django.db import connection
 
 from apps.accounts.models import APIKey
 from apps.accounts.services import api_key_hash
+from tests.security.routes import exercise
 
 ECHO = "/api/v1/_test/echo/"
 
@@ -42,6 +43,9 @@ def test_raw_key_appears_nowhere_in_the_database(user, client_for):
     client = client_for(raw_key)
     assert client.get(ECHO).status_code == 200
     assert client.post(ECHO, {"name": raw_key[:20]}, format="json").status_code == 201
+    # Every operation of the API, successes and failures (a worker's rows: tests/security).
+    statuses = {response.status_code for response in exercise(client)}
+    assert {200, 201, 202, 400, 404} <= statuses
 
     assert database_contains(raw_key) == []
     assert database_contains(raw_key[4:]) == []

@@ -154,13 +154,19 @@ def http_get(url: str, *, headers: dict[str, str] | None = None, timeout: float 
         return error.code, dict(error.headers), error.read()
 
 
-def wait_until_serving(base_url: str, process: subprocess.Popen, timeout: float = 90) -> float:
-    """Wait for /live to answer 200; return how long it took."""
+def wait_until_serving(
+    base_url: str, process: subprocess.Popen, timeout: float = 90, log: Path | None = None
+) -> float:
+    """Wait for /live to answer 200; return how long it took.
+
+    The server's output is read from ``log`` when it writes to a file, else from its pipe.
+    """
     started = time.monotonic()
 
     def live() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{process.stdout.read()[-3000:]}")
+            output = log.read_text() if log else process.stdout.read()
+            raise AssertionError(f"server exited early:\n{output[-3000:]}")
         try:
             return http_get(f"{base_url}/api/v1/health/live", timeout=2)[0] == 200
         except OSError:
@@ -180,50 +186,49 @@ def static_root(tmp_path_factory) -> Path:
 def start_web(static_root, tmp_path, transactional_db) -> Iterator:
     """Start ``scripts/start-web`` (gunicorn, production settings) with the given environment.
 
-    The server uses the test database unless ``DATABASE_URL`` says otherwise;
-    ``env`` overrides any of the defaults below.
+    The server uses the test database unless ``DATABASE_URL`` says otherwise; any
+    default, the settings module included, can be overridden. Its output goes to a
+    file (a full pipe would block a chatty server), read with ``start.output(base_url)``.
     """
     from django.db import connection
 
-    started: dict[str, subprocess.Popen] = {}
+    started: list[subprocess.Popen] = []
+    logs: dict[str, Path] = {}
     database_url = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
 
     def start(**env: str) -> str:
-        env.setdefault("DATABASE_URL", database_url)
         port = free_port()
-        process = subprocess.Popen(
-            [str(ROOT / "scripts" / "start-web")],
-            cwd=ROOT,
-            env=process_env(
-                **{
-                    "DJANGO_SETTINGS_MODULE": "config.settings.prod",
-                    "SECRET_KEY": uuid.uuid4().hex * 2,
-                    "ALLOWED_HOSTS": "127.0.0.1,localhost",
-                    "SECURE_SSL_REDIRECT": "false",
-                    "STATIC_ROOT": str(static_root),
-                    "DATA_DIR": str(tmp_path),
-                    "PORT": str(port),
-                    "BIND_ADDRESS": "127.0.0.1",
-                    "WEB_CONCURRENCY": "1",
-                    "WEB_ACCESS_LOG": "/dev/null",
-                    **env,
-                }
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        defaults = {
+            "DJANGO_SETTINGS_MODULE": "config.settings.prod",
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": uuid.uuid4().hex * 2,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "false",
+            "STATIC_ROOT": str(static_root),
+            "DATA_DIR": str(tmp_path),
+            "BIND_ADDRESS": "127.0.0.1",
+            "WEB_CONCURRENCY": "1",
+            "WEB_ACCESS_LOG": "/dev/null",
+        }
         base_url = f"http://127.0.0.1:{port}"
-        started[base_url] = process
-        wait_until_serving(base_url, process)
+        logs[base_url] = tmp_path / f"web-{port}.log"
+        with logs[base_url].open("w") as output:
+            process = subprocess.Popen(
+                [str(ROOT / "scripts" / "start-web")],
+                cwd=ROOT,
+                env=process_env(**{**defaults, **env, "PORT": str(port)}),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(process)
+        wait_until_serving(base_url, process, log=logs[base_url])
         return base_url
 
     def output(base_url: str) -> str:
-        """Stop the server at ``base_url`` and return what it printed."""
-        return stop(started[base_url])
+        return logs[base_url].read_text()
 
     start.output = output
     yield start
-    for process in started.values():
+    for process in started:
         stop(process)

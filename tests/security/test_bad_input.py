@@ -1,0 +1,117 @@
+"""Bad input answers 4xx in the error format, never 500: the cases fuzzing found, kept
+as regressions, for every operation that takes a JSON body."""
+
+import pytest
+
+from apps.ai_interactions.models import AIInteraction
+from apps.tasks.models import Task
+from tests.security.routes import operations
+
+pytestmark = pytest.mark.django_db
+
+WITH_BODY = [op for op in operations() if op.takes_body]
+
+# Bodies no JSON consumer here can hold: refused by the parser, whatever the endpoint.
+MALFORMED = {
+    "unpaired surrogate in a key": '{"x\\ud800": 1}',
+    "unpaired surrogate in a value": '{"prompt": "\\udfff"}',
+    "nesting that exhausts the decoder": "[" * 20_000 + "]" * 20_000,
+    "nesting past the limit": '{"metadata": ' + '{"a": ' * 150 + "1" + "}" * 150 + "}",
+    "number too large for a float": '{"metadata": {"x": 1e999}}',
+    "truncated": '{"prompt": ',
+}
+
+
+def error_of(response) -> tuple[str, str]:
+    """(message, code) of an error in the shape its path uses."""
+    body = response.json()
+    if response.wsgi_request.path.startswith("/v1/"):
+        return body["error"]["message"], body["error"]["code"]
+    assert set(body) == {"error", "code", "details", "request_id"}, body
+    return body["error"], body["code"]
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+@pytest.mark.parametrize("op", WITH_BODY, ids=[op.label for op in WITH_BODY])
+def test_malformed_json_is_a_400(op, body, staff_client):
+    response = op.call(staff_client, body=body)
+    assert response.status_code == 400, response.content
+    message, code = error_of(response)
+    assert code == "malformed_request"
+    assert message.startswith("JSON parse error")
+
+
+def test_a_valid_surrogate_pair_is_text(api_client):
+    response = api_client.generic(
+        "POST",
+        "/api/v1/ai/interactions/",
+        '{"prompt": "\\ud83d\\ude00", "metadata": {"\\ud83d\\ude00": 1}}',
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["response"] == "Echo: \U0001f600"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/ai/interactions/", {"prompt": "a", "metadata": {"k": "\x00"}}, "metadata"),
+        ("/api/v1/ai/interactions/", {"prompt": "a", "metadata": {"\x00": 1}}, "metadata"),
+        ("/api/v1/ai/interactions/", {"prompt": "a", "params": {"stop": "\x00"}}, "params"),
+        ("/api/v1/ai/interactions/", {"prompt": "a\x00"}, "prompt"),
+        ("/api/v1/tasks/", {"type": "ai.batch", "params": {"prompts": ["\x00"]}}, "params"),
+    ],
+    ids=["metadata value", "metadata key", "stop", "prompt", "task params"],
+)
+def test_null_characters_are_refused_naming_the_field(api_client, path, body, field):
+    response = api_client.post(path, body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["details"][field] == ["Null characters are not allowed."]
+    assert not AIInteraction.objects.exists()
+    assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"messages": [{"role": {}, "content": "a"}]}, "Each message needs a 'role'"),
+        ({"messages": [{"role": "user", "content": "a\x00"}]}, "Null characters"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "\x00"}]}]},
+            "Null characters",
+        ),
+        ({"messages": [{"role": "user", "content": "a"}], "stop": ["\x00"]}, "Invalid 'stop'"),
+        ({"messages": [{"role": "user", "content": "a"}], "max_tokens": "x"}, "'max_tokens'"),
+        ({"messages": [{"role": "user", "content": "a"}], "temperature": 9}, "'temperature'"),
+    ],
+    ids=["role not a string", "null in content", "null in a part", "stop", "max_tokens", "temp"],
+)
+def test_gateway_refuses_what_it_cannot_act_on_in_openai_shape(api_client, body, message):
+    response = api_client.post("/v1/chat/completions", body, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert message in error["message"]
+    assert not AIInteraction.objects.exists()
+
+
+def test_gateway_ignores_fields_it_does_not_act_on(api_client):
+    response = api_client.post(
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": 5}, "x"]}],
+            "seed": "anything",
+            "logit_bias": {"1": 1e300},
+            "max_completion_tokens": 3,
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert AIInteraction.objects.get().params == {"max_tokens": 3}
+
+
+@pytest.mark.parametrize("to", ["0001-01-01", "0001-01-15T00:00:00+14:00"])
+def test_usage_up_to_the_first_days_of_the_calendar(api_client, to):
+    response = api_client.get("/api/v1/ai/usage/", {"to": to})
+    assert response.status_code == 200, response.content
+    assert response.json()["from"] == "0001-01-01T00:00:00Z"

@@ -1,0 +1,103 @@
+"""Schemathesis against the running server: every operation of ``/api/schema/``, fed
+valid and invalid input, answers without a server error and as its schema says.
+
+The server runs the test settings, so the tasks that fuzzing submits go to this test
+run's own queue, which no worker consumes and which is emptied afterwards.
+"""
+
+import json
+import subprocess
+
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from apps.accounts.services import api_key_create
+from apps.ai_interactions.models import InteractionStatus
+from apps.tasks.models import TaskStatus
+from tests.factories import InteractionFactory, TaskFactory
+from tests.integration.conftest import BIN
+from tests.security.routes import operations
+
+pytestmark = pytest.mark.server
+
+CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
+EXAMPLES_PER_OPERATION = 100
+
+
+def fuzz_config(user_key: str, staff_key: str, own_ids: list[str]) -> str:
+    """A user's key everywhere, a staff key on the operations only staff may call; path
+    ids are the user's own objects half of the time, random ones otherwise."""
+    lines = [
+        f"headers = {{ Authorization = {json.dumps('Bearer ' + user_key)} }}",
+        'parameters = { "path.id" = { dictionary = "own", probability = 0.5 } }',
+        "[dictionaries.own]",
+        f"values = [{', '.join(json.dumps(value) for value in own_ids)}]",
+    ]
+    for operation in operations():
+        if operation.staff_only:
+            lines += [
+                "[[operations]]",
+                f"include-name = {json.dumps(operation.label)}",
+                f"headers = {{ Authorization = {json.dumps('Bearer ' + staff_key)} }}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def own_objects(user) -> list[str]:
+    """The user's tasks and interactions in every state an action may find them in."""
+    tasks = [TaskFactory(owner=user, status=status) for status in TaskStatus.values]
+    interactions = [InteractionFactory(owner=user, status=s) for s in InteractionStatus.values]
+    return [str(row.pk) for row in tasks + interactions]
+
+
+@pytest.fixture
+def test_queue_emptied():
+    yield settings.CELERY_TASK_DEFAULT_QUEUE
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def test_no_server_error_and_every_response_as_documented(
+    start_web, user, staff_user, tmp_path, test_queue_emptied
+):
+    base = start_web(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        # The shipped task types only, and no throttling of the fuzzer.
+        TASK_TYPE_MODULES="",
+        API_RATE_LIMIT="1000000/min",
+    )
+    _, user_key = api_key_create(user=user, name="fuzzing")
+    _, staff_key = api_key_create(user=staff_user, name="fuzzing staff")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(fuzz_config(user_key, staff_key, own_objects(user)))
+
+    run = subprocess.run(
+        [
+            str(BIN / "st"),
+            "--config-file",
+            str(config),
+            "--no-color",
+            "run",
+            f"{base}/api/schema/",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            str(EXAMPLES_PER_OPERATION),
+            "--workers",
+            "2",
+            "--request-timeout",
+            "30",
+        ],
+        cwd=tmp_path,  # where schemathesis keeps its example database
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = run.stdout + run.stderr
+    (tmp_path / "schemathesis-report.txt").write_text(report)
+    if run.returncode != 0:
+        errors = [line for line in start_web.output(base).splitlines() if "ERROR" in line]
+        server_log = "\n".join(errors[-20:])
+        pytest.fail(f"schemathesis found failures:\n{report}\nserver errors:\n{server_log}")
+    assert f"{len(operations())} selected / {len(operations())} total" in report, report
