@@ -58,6 +58,9 @@ def test_queue_emptied():
         conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
+INTERPRETER_FAULT = "SystemError: AST constructor recursion depth mismatch"
+
+
 def test_no_server_error_and_every_response_as_documented(
     start_web, user, staff_user, tmp_path, test_queue_emptied
 ):
@@ -72,28 +75,35 @@ def test_no_server_error_and_every_response_as_documented(
     config = tmp_path / "schemathesis.toml"
     config.write_text(fuzz_config(user_key, staff_key, own_objects(user)))
 
-    run = subprocess.run(
-        [
-            str(BIN / "st"),
-            "--config-file",
-            str(config),
-            "--no-color",
-            "run",
-            f"{base}/api/schema/",
-            "--checks",
-            CHECKS,
-            "--max-examples",
-            str(EXAMPLES_PER_OPERATION),
-            "--workers",
-            "2",
-            "--request-timeout",
-            "30",
-        ],
-        cwd=tmp_path,  # where schemathesis keeps its example database
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    def fuzz() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                str(BIN / "st"),
+                "--config-file",
+                str(config),
+                "--no-color",
+                "run",
+                f"{base}/api/schema/",
+                "--checks",
+                CHECKS,
+                "--max-examples",
+                str(EXAMPLES_PER_OPERATION),
+                "--workers",
+                "2",
+                "--request-timeout",
+                "30",
+            ],
+            cwd=tmp_path,  # where schemathesis keeps its example database
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    run = fuzz()
+    if run.returncode != 0 and INTERPRETER_FAULT in run.stdout and "FAILURES" not in run.stdout:
+        # CPython 3.11's ast.parse can fault while Hypothesis describes a generator
+        # (a crash of the fuzzer, not a finding about the API): run it once more.
+        run = fuzz()
     report = run.stdout + run.stderr
     (tmp_path / "schemathesis-report.txt").write_text(report)
     if run.returncode != 0:
