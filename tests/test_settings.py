@@ -160,3 +160,39 @@ def test_env_example_documents_every_setting_read_from_the_environment():
         "WEB_ACCESS_LOG",
     }
     assert read - internal - documented == set()
+
+
+SHOW_SYNCHRONOUS_COMMIT = (
+    "from django.db import connection; c = connection.cursor(); "
+    "c.execute('SHOW synchronous_commit'); print(c.fetchone()[0])"
+)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("", "on"), ("off", "off")])
+def test_database_synchronous_commit_comes_from_the_environment(setting, expected):
+    result = manage(
+        "shell",
+        "-c",
+        SHOW_SYNCHRONOUS_COMMIT,
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+        DATABASE_SYNCHRONOUS_COMMIT=setting,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_bad_synchronous_commit_value_stops_start_up():
+    result = manage(
+        "check",
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_SYNCHRONOUS_COMMIT="sometimes",
+    )
+    assert result.returncode != 0
+    assert "DATABASE_SYNCHRONOUS_COMMIT='sometimes'" in result.stderr
+
+
+def test_workers_do_not_wait_for_the_disk_unless_told_to():
+    script = (ROOT / "scripts" / "start-worker").read_text()
+    exported = 'export DATABASE_SYNCHRONOUS_COMMIT="${WORKER_DATABASE_SYNCHRONOUS_COMMIT:-off}"'
+    assert exported in script

@@ -91,6 +91,21 @@ _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"]["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=2)
+    # scripts/start-worker sets "off" for workers (WORKER_DATABASE_SYNCHRONOUS_COMMIT):
+    # a task's bookkeeping commits (claim, progress, outcome, result row) then
+    # wait for no disk flush, about a third of a small task's time. A crash of
+    # PostgreSQL itself can forget the last fraction of a second of them (it
+    # never corrupts): a task left "running" by that is failed, or run again if
+    # its type is idempotent, by the stuck-task reaper. Web processes keep the
+    # server's default, so a request answered 2xx is on disk.
+    _synchronous_commit = env.str("DATABASE_SYNCHRONOUS_COMMIT", default="")
+    if _synchronous_commit:
+        if _synchronous_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
+            raise ImproperlyConfigured(
+                f"DATABASE_SYNCHRONOUS_COMMIT={_synchronous_commit!r}: "
+                "use on, off, local, remote_write or remote_apply."
+            )
+        _db["OPTIONS"]["options"] = f"-c synchronous_commit={_synchronous_commit}"
     if env.bool("DATABASE_POOL", default=True):
         # One psycopg pool per process: connections are shared by the threads
         # of a process (request thread, readiness checks) instead of being
