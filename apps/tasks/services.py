@@ -17,7 +17,6 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.tasks.models import RETRYABLE_STATUSES, Task, TaskAttempt, TaskStatus
@@ -286,12 +285,24 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
                 }
                 locked.save()
                 counts["failed"] += 1
-    pending = Task.objects.filter(
-        Q(status=TaskStatus.QUEUED, dispatch_pending=True)
-        & Q(updated_at__lt=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS))
+    counts["redispatched"] = task_redispatch_pending(
+        updated_before=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS)
     )
+    return counts
+
+
+def task_redispatch_pending(*, updated_before: datetime | None = None) -> int:
+    """Publish again the queued tasks whose message could not be published; return how many.
+
+    Each is claimed with a conditional update first, so that two callers (two
+    workers reconnecting to the broker at once) never publish one task twice.
+    """
+    pending = Task.objects.filter(status=TaskStatus.QUEUED, dispatch_pending=True)
+    if updated_before is not None:
+        pending = pending.filter(updated_at__lt=updated_before)
+    published = 0
     for task in pending.iterator():
         if Task.objects.filter(pk=task.pk, dispatch_pending=True).update(dispatch_pending=False):
             _publish(task)
-            counts["redispatched"] += 1
-    return counts
+            published += 1
+    return published

@@ -1,0 +1,144 @@
+"""Redis (cache and broker of the web server and the worker) stopped for a while under load."""
+
+import os
+import threading
+import time
+
+from django.utils import timezone
+
+from apps.tasks.models import Task, TaskStatus
+from tests.chaos.conftest import QUEUE, Answer, Call, Client, is_error_body, run_load, wait_for
+
+OUTAGE_SECONDS = float(os.environ.get("CHAOS_REDIS_OUTAGE_SECONDS", "10"))
+# Messages a worker had taken but not acknowledged when Redis went away come back
+# after the visibility timeout: short here, so that the test sees them through.
+WORKER_ENV = {
+    "CELERY_VISIBILITY_TIMEOUT": "20",
+    "CELERY_TASK_TIME_LIMIT": "15",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "12",
+    "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+    "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+}
+BROKER_DOWN_CODES = {"broker_unavailable", "service_unavailable"}
+
+
+def refused_clearly(answer: Answer) -> bool:
+    """A 503 in the error format, saying the broker is down."""
+    return (
+        answer.status == 503 and is_error_body(answer) and answer.body["code"] in BROKER_DOWN_CODES
+    )
+
+
+def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, chaos_key):
+    redis_env = {"REDIS_URL": own_redis.cache_url, "CELERY_BROKER_URL": own_redis.broker_url}
+    base = start_web(API_RATE_LIMIT="1000000/min", **redis_env)
+    start_worker(
+        own_redis.broker_url,
+        queue=QUEUE,
+        concurrency=2,
+        purge=False,
+        CONTEXTOS_TEST_QUEUE=QUEUE,
+        REDIS_URL=own_redis.cache_url,
+        **WORKER_ENV,
+    )
+    client = Client(base, chaos_key)
+    first = client.post("/api/v1/tasks/", {"type": "diagnostics.sleep", "params": {}})
+    interaction = client.post("/api/v1/ai/interactions/", {"prompt": "before the outage"})
+    assert (first.status, interaction.status) == (202, 201)
+    task_path = f"/api/v1/tasks/{first.body['id']}/"
+    sleep = {"type": "diagnostics.sleep", "params": {"seconds": 0.2, "steps": 2}}
+    calls = [
+        Call("live", 1, lambda r: ("GET", "/api/v1/health/live", None), frozenset({200})),
+        Call(
+            "task list", 2, lambda r: ("GET", "/api/v1/tasks/?page_size=20", None), frozenset({200})
+        ),
+        Call("task detail", 2, lambda r: ("GET", task_path, None), frozenset({200})),
+        Call(
+            "interaction list",
+            2,
+            lambda r: ("GET", "/api/v1/ai/interactions/?page_size=20", None),
+            frozenset({200}),
+        ),
+        Call(
+            "ai sync",
+            1,
+            lambda r: ("POST", "/api/v1/ai/interactions/", {"prompt": f"q{r.randrange(5)}"}),
+            frozenset({201}),
+        ),
+        Call(
+            "task submit",
+            2,
+            lambda r: ("POST", "/api/v1/tasks/", sleep),
+            frozenset({202}),
+            tolerated=refused_clearly,
+        ),
+    ]
+    stop = threading.Event()
+    reports = []
+    load = threading.Thread(
+        target=lambda: reports.append(run_load(base, chaos_key, calls, clients=8, stop=stop))
+    )
+    load.start()
+    time.sleep(3)
+
+    own_redis.stop()
+    down_at = time.monotonic()
+    probe = Client(base)
+    readiness: list[Answer] = []
+    while time.monotonic() - down_at < OUTAGE_SECONDS:
+        readiness.append(probe.get("/api/v1/health/ready"))
+        time.sleep(0.5)
+    own_redis.start()
+    back_at, back_wall = time.monotonic(), timezone.now()
+    time.sleep(5)
+    stop.set()
+    load.join()
+    report = reports[0]
+
+    # Tasks accepted (2xx) at any time, outage included, all run.
+    accepted = [s.body["id"] for s in report.samples if s.name == "task submit" and s.status == 202]
+    tasks = Task.objects.filter(pk__in=accepted)
+    try:
+        wait_for(
+            lambda: tasks.filter(status=TaskStatus.SUCCEEDED).count() == len(accepted),
+            timeout=90,
+            interval=0.5,
+        )
+    except AssertionError:
+        left = list(
+            tasks.exclude(status=TaskStatus.SUCCEEDED).values(
+                "id", "status", "dispatch_pending", "updated_at"
+            )
+        )
+        raise AssertionError(f"{len(left)} accepted tasks never ran: {left[:5]}") from None
+    all_done_after = time.monotonic() - back_at
+    # The worker took work again by itself, within a minute.
+    first_finish = (
+        tasks.filter(finished_at__gt=back_wall).order_by("finished_at").first().finished_at
+    )
+    resumed_after = (first_finish - back_wall).total_seconds()
+    assert resumed_after < 60
+
+    refused = report.of("tolerated")
+    print(
+        f"\nredis-outage: {OUTAGE_SECONDS:g} s down; {report.summary()}; "
+        f"{len(accepted)} tasks accepted, all succeeded {all_done_after:.1f} s after Redis "
+        f"returned; {len(refused)} submissions refused with 503; "
+        f"/ready 503 x{sum(a.status == 503 for a in readiness)}; "
+        f"worker working again {resumed_after:.1f} s after Redis returned"
+    )
+    statuses = report.statuses()
+    assert not report.errors, [(s.name, s.status, s.body) for s in report.errors[:5]]
+    assert not any(s.status >= 500 and s.outcome != "tolerated" for s in report.samples)
+    for name in ("live", "task list", "task detail", "interaction list", "ai sync"):
+        assert statuses[(name, 200 if name != "ai sync" else 201)] > 0, name
+    # Readiness says what is down, within its deadline, every time.
+    assert readiness
+    for answer in readiness:
+        assert answer.status == 503, answer
+        assert answer.seconds < 3.0
+        assert answer.body["status"] == "unavailable"
+        assert answer.body["checks"]["cache"]["status"] == "error"
+        assert answer.body["checks"]["broker"]["status"] == "error"
+        assert answer.body["checks"]["database"]["status"] == "ok"
+    assert probe.get("/api/v1/health/ready").status == 200
