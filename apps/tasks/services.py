@@ -249,12 +249,14 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
     - ``running`` past the time limit (the worker died and its message is
       gone): re-queued when the type is idempotent, otherwise failed with a
       clear error;
-    - ``queued`` whose message could not be published: published again.
+    - ``queued`` whose message could not be published: published again;
+    - ``queued`` with no change for ``TASK_REPUBLISH_QUEUED_AFTER_SECONDS``:
+      its message may have been lost, so it is published once more.
     """
     now = now or timezone.now()
     limit = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.TASK_STUCK_MARGIN_SECONDS)
     stuck = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=now - limit)
-    counts = {"requeued": 0, "failed": 0, "redispatched": 0}
+    counts = {"requeued": 0, "failed": 0, "redispatched": 0, "republished": 0}
     for task in stuck.iterator():
         task_type = get_task_type(task.type)
         with transaction.atomic():
@@ -288,7 +290,35 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
     counts["redispatched"] = task_redispatch_pending(
         updated_before=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS)
     )
+    counts["republished"] = _republish_long_queued(
+        updated_before=now - timedelta(seconds=settings.TASK_REPUBLISH_QUEUED_AFTER_SECONDS)
+    )
     return counts
+
+
+def _republish_long_queued(*, updated_before: datetime) -> int:
+    """Publish again, under the same Celery id, the tasks queued unchanged since then.
+
+    A Redis broker loses a message that a worker had taken but not yet recorded
+    as unacknowledged when that worker is killed: its task would stay queued for
+    ever. Whichever copy is delivered first runs the task and the other finds it
+    claimed. Touching ``updated_at`` sends a task of a long backlog once per period
+    at most.
+    """
+    stale = Task.objects.filter(
+        status=TaskStatus.QUEUED, dispatch_pending=False, updated_at__lt=updated_before
+    )
+    published = 0
+    for task in stale.iterator():
+        if Task.objects.filter(
+            pk=task.pk,
+            status=TaskStatus.QUEUED,
+            celery_task_id=task.celery_task_id,
+            updated_at=task.updated_at,
+        ).update(updated_at=timezone.now()):
+            _publish(task)
+            published += 1
+    return published
 
 
 def task_redispatch_pending(*, updated_before: datetime | None = None) -> int:

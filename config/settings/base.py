@@ -303,6 +303,9 @@ TASK_CANCEL_GRACE_SECONDS = env.float("TASK_CANCEL_GRACE_SECONDS", default=10.0)
 TASK_STUCK_MARGIN_SECONDS = env.int("TASK_STUCK_MARGIN_SECONDS", default=300)
 # A task whose message could not be published is sent again after this long.
 TASK_REDISPATCH_AFTER_SECONDS = env.int("TASK_REDISPATCH_AFTER_SECONDS", default=30)
+# A task still queued, unchanged, after this long is published once more: its
+# message may have been lost with a killed worker (Redis broker).
+TASK_REPUBLISH_QUEUED_AFTER_SECONDS = env.int("TASK_REPUBLISH_QUEUED_AFTER_SECONDS", default=3600)
 
 # --- AI providers -----------------------------------------------------------------
 # Models are "name:input_price:output_price" (USD per million tokens).

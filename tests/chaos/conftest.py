@@ -22,7 +22,10 @@ import pytest
 
 from apps.accounts.services import api_key_create
 from tests.integration.conftest import (  # noqa: F401 - fixtures of the real processes
+    BIN,
+    ROOT,
     free_port,
+    process_env,
     start_web,
     start_worker,
     static_root,
@@ -51,6 +54,33 @@ def process_group(pgid: int) -> set[int]:
         if int(fields[2]) == pgid:
             members.add(int(stat.parent.name))
     return members
+
+
+def run_recovery(**env: str) -> dict[str, int]:
+    """Run the recovery service (what the scheduled stuck-task reaper runs) through
+    ``manage.py`` against the test database, in a process of its own."""
+    from django.db import connection
+
+    database = connection.settings_dict["NAME"]
+    result = subprocess.run(
+        [
+            str(BIN / "python"),
+            "manage.py",
+            "shell",
+            "-c",
+            "import json; from apps.tasks.services import task_recover; "
+            "print(json.dumps(task_recover()))",
+        ],
+        cwd=ROOT,
+        env=process_env(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}", LOG_LEVEL="ERROR", **env
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # --- Redis ---------------------------------------------------------------------------

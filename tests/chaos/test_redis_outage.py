@@ -46,7 +46,7 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
     interaction = client.post("/api/v1/ai/interactions/", {"prompt": "before the outage"})
     assert (first.status, interaction.status) == (202, 201)
     task_path = f"/api/v1/tasks/{first.body['id']}/"
-    sleep = {"type": "diagnostics.sleep", "params": {"seconds": 0.2, "steps": 2}}
+    sleep = {"type": "diagnostics.sleep", "params": {"seconds": 0.05, "steps": 1}}
     calls = [
         Call("live", 1, lambda r: ("GET", "/api/v1/health/live", None), frozenset({200})),
         Call(
@@ -96,12 +96,14 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
     report = reports[0]
 
     # Tasks accepted (2xx) at any time, outage included, all run.
-    accepted = [s.body["id"] for s in report.samples if s.name == "task submit" and s.status == 202]
+    submitted = [s for s in report.samples if s.name == "task submit" and s.status == 202]
+    accepted = [s.body["id"] for s in submitted]
+    accepted_while_down = sum(1 for s in submitted if down_at < s.at < back_at)
     tasks = Task.objects.filter(pk__in=accepted)
     try:
         wait_for(
             lambda: tasks.filter(status=TaskStatus.SUCCEEDED).count() == len(accepted),
-            timeout=90,
+            timeout=120,
             interval=0.5,
         )
     except AssertionError:
@@ -117,16 +119,18 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
         tasks.filter(finished_at__gt=back_wall).order_by("finished_at").first().finished_at
     )
     resumed_after = (first_finish - back_wall).total_seconds()
-    assert resumed_after < 60
 
     refused = report.of("tolerated")
     print(
         f"\nredis-outage: {OUTAGE_SECONDS:g} s down; {report.summary()}; "
-        f"{len(accepted)} tasks accepted, all succeeded {all_done_after:.1f} s after Redis "
-        f"returned; {len(refused)} submissions refused with 503; "
+        f"{len(accepted)} tasks accepted ({accepted_while_down} while Redis was down), "
+        f"all succeeded {all_done_after:.1f} s after Redis returned; "
+        f"{len(refused)} submissions refused with 503; "
         f"/ready 503 x{sum(a.status == 503 for a in readiness)}; "
         f"worker working again {resumed_after:.1f} s after Redis returned"
     )
+    assert resumed_after < 60
+    assert accepted_while_down > 0
     statuses = report.statuses()
     assert not report.errors, [(s.name, s.status, s.body) for s in report.errors[:5]]
     assert not any(s.status >= 500 and s.outcome != "tolerated" for s in report.samples)
