@@ -48,11 +48,14 @@ def flaky(context: TaskContext) -> dict[str, int]:
     params_schema=SLEEP_SCHEMA,
 )
 def effect(context: TaskContext) -> dict[str, int]:
-    steps = 10
+    sleep_in_steps(context, 10)
+    return {"effects": count(context.task_id)}
+
+
+def sleep_in_steps(context: TaskContext, steps: int) -> None:
     for step in range(1, steps + 1):
         context.sleep(context.params["seconds"] / steps)
         context.progress(step, steps)
-    return {"effects": count(context.task_id)}
 
 
 def runs_key(task_id) -> str:
@@ -84,10 +87,7 @@ def completed_runs(task_id) -> list[int]:
     params_schema=SLEEP_SCHEMA,
 )
 def recorded_sleep(context: TaskContext) -> dict[str, int]:
-    steps = 5
-    for step in range(1, steps + 1):
-        context.sleep(context.params["seconds"] / steps)
-        context.progress(step, steps)
+    sleep_in_steps(context, 5)
     return {"runs": record_run(context.task_id)}
 
 

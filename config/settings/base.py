@@ -259,6 +259,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers and beat reconnect however long the broker is away (Celery's default
+# gives up after 100 attempts, about 45 minutes, and the worker exits); attempts
+# are at most 30 s apart, so they resume within 30 s of the broker's return.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # django-celery-results' rows, written with one upsert per state (contextos.celery_results).
 CELERY_RESULT_BACKEND = "contextos.celery_results:UpsertDatabaseBackend"
 CELERY_RESULT_EXTENDED = True

@@ -313,6 +313,101 @@ def is_error_body(answer: Answer, code: str | None = None) -> bool:
     )
 
 
+@dataclass
+class Services:
+    """The web server and workers of a test, on its own Redis (broker, and cache if asked)."""
+
+    base: str
+    redis: RedisServer
+    own_cache: bool
+    start_worker: Callable[..., Any]
+
+    def worker(self, *, concurrency: int = 2, **env: str) -> Any:
+        if self.own_cache:
+            env.setdefault("REDIS_URL", self.redis.cache_url)
+        return self.start_worker(
+            self.redis.broker_url,
+            queue=QUEUE,
+            concurrency=concurrency,
+            purge=False,
+            CONTEXTOS_TEST_QUEUE=QUEUE,
+            **env,
+        )
+
+
+@pytest.fixture
+def serve(own_redis, start_web, start_worker) -> Callable[..., Services]:  # noqa: F811
+    """Start the web server (not rate limited: the load is one key) and, unless
+    ``workers=0``, a worker; both use the test's own Redis as broker, and as cache
+    unless ``own_cache=False`` (then the tests' cache, which the test can read)."""
+
+    def start(
+        *, own_cache: bool = True, workers: int = 1, web_env=None, worker_env=None
+    ) -> Services:
+        env = {"CELERY_BROKER_URL": own_redis.broker_url}
+        if own_cache:
+            env["REDIS_URL"] = own_redis.cache_url
+        base = start_web(API_RATE_LIMIT="1000000/min", **env, **(web_env or {}))
+        services = Services(base, own_redis, own_cache, start_worker)
+        for _ in range(workers):
+            services.worker(**(worker_env or {}))
+        return services
+
+    return start
+
+
+@dataclass
+class Outage:
+    """What the load and the readiness probe met during a fault, and when it was."""
+
+    report: "LoadReport"
+    readiness: list[Answer]
+    began: float
+    ended: float
+
+    def during(self, samples: list["Sample"]) -> list["Sample"]:
+        return [s for s in samples if self.began + 0.5 < s.at < self.ended]
+
+
+def outage_under_load(
+    base: str,
+    key: str,
+    calls: list["Call"],
+    *,
+    seconds: float,
+    begin: Callable[[], None],
+    end: Callable[[], None],
+    settle: Callable[[], None],
+    clients: int = 8,
+    warmup: float = 2.0,
+) -> Outage:
+    """Load ``calls`` from ``clients`` threads; after ``warmup`` s, ``begin()`` the fault,
+    probe readiness every 0.5 s for ``seconds``, ``end()`` it and ``settle()`` while the
+    load goes on; then stop the load."""
+    stop = threading.Event()
+    reports: list[LoadReport] = []
+    load = threading.Thread(
+        target=lambda: reports.append(run_load(base, key, calls, clients=clients, stop=stop))
+    )
+    load.start()
+    try:
+        time.sleep(warmup)
+        begin()
+        began = time.monotonic()
+        probe = Client(base)
+        readiness = []
+        while time.monotonic() - began < seconds:
+            readiness.append(probe.get("/api/v1/health/ready"))
+            time.sleep(0.5)
+        end()
+        ended = time.monotonic()
+        settle()
+    finally:
+        stop.set()
+        load.join()
+    return Outage(reports[0], readiness, began, ended)
+
+
 @pytest.fixture
 def chaos_key(transactional_db, user) -> str:
     _, raw_key = api_key_create(user=user, name="chaos")

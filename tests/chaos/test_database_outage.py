@@ -1,10 +1,9 @@
 """PostgreSQL unreachable from the web server (its link cut), then back."""
 
 import os
-import threading
 import time
 
-from tests.chaos.conftest import Answer, Call, Client, is_error_body, run_load, wait_for
+from tests.chaos.conftest import Answer, Call, Client, is_error_body, outage_under_load, wait_for
 
 OUTAGE_SECONDS = float(os.environ.get("CHAOS_DATABASE_OUTAGE_SECONDS", "10"))
 # An answer while PostgreSQL is away must come within a few seconds, not hang.
@@ -58,55 +57,51 @@ def test_database_unreachable_then_back(postgres_link, start_web, chaos_key):
             tolerated=refused_clearly,
         ),
     ]
-    stop = threading.Event()
-    reports = []
-    load = threading.Thread(
-        target=lambda: reports.append(run_load(base, chaos_key, calls, clients=8, stop=stop))
-    )
-    load.start()
-    time.sleep(2)
+    restored_at: list[float] = []
+    recovered_after: list[float] = []
 
-    postgres_link.cut()
-    cut_at = time.monotonic()
-    probe = Client(base)
-    readiness: list[Answer] = []
-    while time.monotonic() - cut_at < OUTAGE_SECONDS:
-        readiness.append(probe.get("/api/v1/health/ready"))
-        time.sleep(0.5)
-    postgres_link.restore()
-    back_at = time.monotonic()
+    def restore() -> None:
+        postgres_link.restore()
+        restored_at.append(time.monotonic())
 
-    def serving_again() -> bool:
+    def serving() -> bool:
         return all(
             answer.status in (200, 202)
             for answer in (
                 client.get("/api/v1/tasks/?page_size=5"),
                 client.post("/api/v1/tasks/", {"type": "diagnostics.sleep", "params": {}}),
-                probe.get("/api/v1/health/ready"),
+                Client(base).get("/api/v1/health/ready"),
             )
         )
 
-    wait_for(serving_again, timeout=30, interval=0.2, message="the web server never recovered")
-    recovered_after = time.monotonic() - back_at
-    time.sleep(2)
-    stop.set()
-    load.join()
-    report = reports[0]
+    def serving_again() -> None:
+        """Wait, while the load goes on, until the same web process serves again."""
+        wait_for(serving, timeout=30, interval=0.2, message="the web server never recovered")
+        recovered_after.append(time.monotonic() - restored_at[0])
+        time.sleep(2)
 
-    during = [s for s in report.samples if cut_at + 0.5 < s.at < back_at]
+    outage = outage_under_load(
+        base,
+        chaos_key,
+        calls,
+        seconds=OUTAGE_SECONDS,
+        begin=postgres_link.cut,
+        end=restore,
+        settle=serving_again,
+    )
+    report = outage.report
     refused = report.of("tolerated")
     print(
         f"\ndatabase-outage: {OUTAGE_SECONDS:g} s unreachable; {report.summary()}; "
         f"{len(refused)} answered 503 database_unavailable (slowest "
         f"{max((s.seconds for s in refused), default=0):.2f} s); "
-        f"/ready 503 x{sum(a.status == 503 for a in readiness)}; "
-        f"serving again {recovered_after:.1f} s after PostgreSQL returned, same process"
+        f"/ready 503 x{sum(a.status == 503 for a in outage.readiness)}; "
+        f"serving again {recovered_after[0]:.1f} s after PostgreSQL returned, same process"
     )
     assert not report.errors, [(s.name, s.status, s.body) for s in report.errors[:5]]
     assert refused, "no request met the outage"
     assert max(s.seconds for s in refused) < PROMPT_SECONDS
-    assert all(s.status == 200 for s in during if s.name == "live")
-    for answer in readiness:
+    for answer in outage.readiness:
         assert answer.status == 503, answer
         assert answer.seconds < 3.0
         assert answer.body["checks"]["database"]["status"] == "error"

@@ -2,24 +2,19 @@
 
 import os
 
-from tests.chaos.conftest import QUEUE, Call, Client, run_load
+import pytest
+
+from tests.chaos.conftest import Call, Client, run_load
 
 LOAD_SECONDS = float(os.environ.get("CHAOS_LOAD_SECONDS", "60"))
 CLIENTS = 50
 PROMPTS = [f"cached question {n}" for n in range(10)]
 
+pytestmark = pytest.mark.load
 
-def test_mixed_load_with_no_errors(own_redis, start_web, start_worker, chaos_key):
-    redis_env = {"REDIS_URL": own_redis.cache_url, "CELERY_BROKER_URL": own_redis.broker_url}
-    base = start_web(API_RATE_LIMIT="1000000/min", WEB_CONCURRENCY="2", **redis_env)
-    start_worker(
-        own_redis.broker_url,
-        queue=QUEUE,
-        concurrency=2,
-        purge=False,
-        CONTEXTOS_TEST_QUEUE=QUEUE,
-        REDIS_URL=own_redis.cache_url,
-    )
+
+def test_mixed_load_with_no_errors(serve, chaos_key):
+    base = serve(web_env={"WEB_CONCURRENCY": "2"}).base
     client = Client(base, chaos_key)
     task_ids = [
         client.post("/api/v1/tasks/", {"type": "diagnostics.sleep", "params": {}}).body["id"]

@@ -3,7 +3,7 @@
 import os
 import time
 
-from tests.chaos.conftest import QUEUE, Client, is_error_body, wait_for
+from tests.chaos.conftest import Client, is_error_body, wait_for
 from tests.integration.test_ai_end_to_end import MODEL, provider_env
 
 # The behaviour is the same for any outage shorter than the async retries' reach
@@ -11,12 +11,9 @@ from tests.integration.test_ai_end_to_end import MODEL, provider_env
 OUTAGE_SECONDS = float(os.environ.get("CHAOS_PROVIDER_OUTAGE_SECONDS", "30"))
 
 
-def test_provider_outage_sync_fails_cleanly_async_retries_until_back(
-    fake_openai, own_redis, start_web, start_worker, chaos_key
-):
+def test_provider_outage_sync_fails_cleanly_async_retries_until_back(fake_openai, serve, chaos_key):
     env = {**provider_env(fake_openai), "AI_RETRY_BASE_DELAY": "0.2"}
-    base = start_web(CELERY_BROKER_URL=own_redis.broker_url, **env)
-    start_worker(own_redis.broker_url, queue=QUEUE, purge=False, CONTEXTOS_TEST_QUEUE=QUEUE, **env)
+    base = serve(web_env=env, worker_env=env).base
     client = Client(base, chaos_key)
 
     fake_openai.outage(OUTAGE_SECONDS)

@@ -1,13 +1,12 @@
 """Redis (cache and broker of the web server and the worker) stopped for a while under load."""
 
 import os
-import threading
 import time
 
 from django.utils import timezone
 
 from apps.tasks.models import Task, TaskStatus
-from tests.chaos.conftest import QUEUE, Answer, Call, Client, is_error_body, run_load, wait_for
+from tests.chaos.conftest import Answer, Call, Client, is_error_body, outage_under_load, wait_for
 
 OUTAGE_SECONDS = float(os.environ.get("CHAOS_REDIS_OUTAGE_SECONDS", "10"))
 # Messages a worker had taken but not acknowledged when Redis went away come back
@@ -29,19 +28,9 @@ def refused_clearly(answer: Answer) -> bool:
     )
 
 
-def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, chaos_key):
-    redis_env = {"REDIS_URL": own_redis.cache_url, "CELERY_BROKER_URL": own_redis.broker_url}
-    base = start_web(API_RATE_LIMIT="1000000/min", **redis_env)
-    start_worker(
-        own_redis.broker_url,
-        queue=QUEUE,
-        concurrency=2,
-        purge=False,
-        CONTEXTOS_TEST_QUEUE=QUEUE,
-        REDIS_URL=own_redis.cache_url,
-        **WORKER_ENV,
-    )
-    client = Client(base, chaos_key)
+def test_redis_down_for_a_while_under_load(serve, chaos_key):
+    services = serve(worker_env=WORKER_ENV)
+    client = Client(services.base, chaos_key)
     first = client.post("/api/v1/tasks/", {"type": "diagnostics.sleep", "params": {}})
     interaction = client.post("/api/v1/ai/interactions/", {"prompt": "before the outage"})
     assert (first.status, interaction.status) == (202, 201)
@@ -73,32 +62,23 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
             tolerated=refused_clearly,
         ),
     ]
-    stop = threading.Event()
-    reports = []
-    load = threading.Thread(
-        target=lambda: reports.append(run_load(base, chaos_key, calls, clients=8, stop=stop))
+    back_wall = []
+    outage = outage_under_load(
+        services.base,
+        chaos_key,
+        calls,
+        seconds=OUTAGE_SECONDS,
+        begin=services.redis.stop,
+        end=lambda: (services.redis.start(), back_wall.append(timezone.now())),
+        settle=lambda: time.sleep(5),
+        warmup=3,
     )
-    load.start()
-    time.sleep(3)
-
-    own_redis.stop()
-    down_at = time.monotonic()
-    probe = Client(base)
-    readiness: list[Answer] = []
-    while time.monotonic() - down_at < OUTAGE_SECONDS:
-        readiness.append(probe.get("/api/v1/health/ready"))
-        time.sleep(0.5)
-    own_redis.start()
-    back_at, back_wall = time.monotonic(), timezone.now()
-    time.sleep(5)
-    stop.set()
-    load.join()
-    report = reports[0]
+    report = outage.report
 
     # Tasks accepted (2xx) at any time, outage included, all run.
     submitted = [s for s in report.samples if s.name == "task submit" and s.status == 202]
     accepted = [s.body["id"] for s in submitted]
-    accepted_while_down = sum(1 for s in submitted if down_at < s.at < back_at)
+    accepted_while_down = len(outage.during(submitted))
     tasks = Task.objects.filter(pk__in=accepted)
     try:
         wait_for(
@@ -113,12 +93,10 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
             )
         )
         raise AssertionError(f"{len(left)} accepted tasks never ran: {left[:5]}") from None
-    all_done_after = time.monotonic() - back_at
-    # The worker took work again by itself, within a minute.
-    first_finish = (
-        tasks.filter(finished_at__gt=back_wall).order_by("finished_at").first().finished_at
-    )
-    resumed_after = (first_finish - back_wall).total_seconds()
+    all_done_after = time.monotonic() - outage.ended
+    # The worker took work again by itself.
+    first_finish = tasks.filter(finished_at__gt=back_wall[0]).order_by("finished_at").first()
+    resumed_after = (first_finish.finished_at - back_wall[0]).total_seconds()
 
     refused = report.of("tolerated")
     print(
@@ -126,7 +104,7 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
         f"{len(accepted)} tasks accepted ({accepted_while_down} while Redis was down), "
         f"all succeeded {all_done_after:.1f} s after Redis returned; "
         f"{len(refused)} submissions refused with 503; "
-        f"/ready 503 x{sum(a.status == 503 for a in readiness)}; "
+        f"/ready 503 x{sum(a.status == 503 for a in outage.readiness)}; "
         f"worker working again {resumed_after:.1f} s after Redis returned"
     )
     assert resumed_after < 60
@@ -134,15 +112,22 @@ def test_redis_down_for_a_while_under_load(own_redis, start_web, start_worker, c
     statuses = report.statuses()
     assert not report.errors, [(s.name, s.status, s.body) for s in report.errors[:5]]
     assert not any(s.status >= 500 and s.outcome != "tolerated" for s in report.samples)
-    for name in ("live", "task list", "task detail", "interaction list", "ai sync"):
-        assert statuses[(name, 200 if name != "ai sync" else 201)] > 0, name
+    for name, ok in [
+        ("live", 200),
+        ("task list", 200),
+        ("task detail", 200),
+        ("interaction list", 200),
+        ("ai sync", 201),
+    ]:
+        assert any(s.name == name and s.status == ok for s in outage.during(report.samples))
+        assert statuses[(name, ok)] > 0, name
     # Readiness says what is down, within its deadline, every time.
-    assert readiness
-    for answer in readiness:
+    assert outage.readiness
+    for answer in outage.readiness:
         assert answer.status == 503, answer
         assert answer.seconds < 3.0
         assert answer.body["status"] == "unavailable"
         assert answer.body["checks"]["cache"]["status"] == "error"
         assert answer.body["checks"]["broker"]["status"] == "error"
         assert answer.body["checks"]["database"]["status"] == "ok"
-    assert probe.get("/api/v1/health/ready").status == 200
+    assert Client(services.base).get("/api/v1/health/ready").status == 200

@@ -71,22 +71,16 @@ def messages_of(server, rows: list[dict]) -> dict[str, str]:
     }
 
 
-def test_worker_killed_twice_while_running_200_tasks(own_redis, start_web, start_worker, chaos_key):
+def test_worker_killed_twice_while_running_200_tasks(serve, chaos_key):
     started = time.monotonic()
-    base = start_web(CELERY_BROKER_URL=own_redis.broker_url)
+    # The tests' own cache, where the task type records its runs.
+    services = serve(own_cache=False, workers=0)
 
     def worker():
-        return start_worker(
-            own_redis.broker_url,
-            queue=QUEUE,
-            concurrency=4,
-            purge=False,
-            CONTEXTOS_TEST_QUEUE=QUEUE,
-            **FAST_RECOVERY,
-        )
+        return services.worker(concurrency=4, **FAST_RECOVERY)
 
     current = worker()
-    ids = submit_all(base, chaos_key, TASKS)
+    ids = submit_all(services.base, chaos_key, TASKS)
     assert len(ids) == TASKS
     tasks = Task.objects.filter(pk__in=ids)
 
@@ -113,7 +107,7 @@ def test_worker_killed_twice_while_running_200_tasks(own_redis, start_web, start
     # broker) and its task stays queued: recovery publishes it again. It is scheduled
     # every few minutes; here it runs when the work stops moving for 15 s.
     recovery_env = {
-        "CELERY_BROKER_URL": own_redis.broker_url,
+        "CELERY_BROKER_URL": services.redis.broker_url,
         "CONTEXTOS_TEST_QUEUE": QUEUE,
         "TASK_REPUBLISH_QUEUED_AFTER_SECONDS": "10",
     }
@@ -127,7 +121,7 @@ def test_worker_killed_twice_while_running_200_tasks(own_redis, start_web, start
             rows = list(unfinished.values("id", "status", "worker", "celery_task_id"))
             raise AssertionError(
                 f"{left} tasks unfinished: {rows[:5]}; "
-                f"their messages in the broker: {messages_of(own_redis, rows)}"
+                f"their messages in the broker: {messages_of(services.redis, rows)}"
             )
         if left != last_left:
             last_left, moved_at = left, now
