@@ -2,15 +2,11 @@
 
 import os
 
-import pytest
-
 from tests.chaos.conftest import Call, Client, run_load
 
 LOAD_SECONDS = float(os.environ.get("CHAOS_LOAD_SECONDS", "60"))
 CLIENTS = 50
 PROMPTS = [f"cached question {n}" for n in range(10)]
-
-pytestmark = pytest.mark.load
 
 
 def test_mixed_load_with_no_errors(serve, chaos_key):
