@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt migrate worker beat flower web superuser bench
+.PHONY: help install run test chaos lint fmt migrate worker beat flower web superuser bench
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run: install migrate  ## Install, migrate, start web + worker + beat, print the 
 
 test: install lint  ## Lint, then run the whole test suite (real PostgreSQL and Redis)
 	$(BIN)/python -m pytest
+
+chaos: install  ## The fault suite: killed workers, Redis/PostgreSQL/provider outages, load
+	$(BIN)/python -m pytest -m chaos -s tests/chaos
 
 bench: install  ## Benchmarks against same-run baselines (needs wrk); writes BENCHMARKS.md
 	$(BIN)/python -m bench.run

@@ -4,8 +4,13 @@ import os
 
 from celery import Celery
 
+from apps.tasks.bootsteps import RedispatchOnConnect
+from contextos.broker import guard_redis_reconnect
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
 app = Celery("contextos")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.steps["consumer"].add(RedispatchOnConnect)
+guard_redis_reconnect()

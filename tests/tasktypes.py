@@ -1,5 +1,6 @@
 """Task types that exist only in the tests (loaded through TASK_TYPE_MODULES)."""
 
+import os
 import time
 from typing import Any
 
@@ -47,11 +48,47 @@ def flaky(context: TaskContext) -> dict[str, int]:
     params_schema=SLEEP_SCHEMA,
 )
 def effect(context: TaskContext) -> dict[str, int]:
-    steps = 10
+    sleep_in_steps(context, 10)
+    return {"effects": count(context.task_id)}
+
+
+def sleep_in_steps(context: TaskContext, steps: int) -> None:
     for step in range(1, steps + 1):
         context.sleep(context.params["seconds"] / steps)
         context.progress(step, steps)
-    return {"effects": count(context.task_id)}
+
+
+def runs_key(task_id) -> str:
+    return f"test:runs:{task_id}"
+
+
+def record_run(task_id) -> int:
+    """Append this process's id to the task's completed runs; return how many there are."""
+    from django_redis import get_redis_connection
+
+    redis = get_redis_connection("default")
+    key = cache.make_key(runs_key(task_id))
+    runs = redis.rpush(key, os.getpid())
+    redis.expire(key, 3600)
+    return runs
+
+
+def completed_runs(task_id) -> list[int]:
+    """The process ids of the task's completed runs, in order."""
+    from django_redis import get_redis_connection
+
+    key = cache.make_key(runs_key(task_id))
+    return [int(pid) for pid in get_redis_connection("default").lrange(key, 0, -1)]
+
+
+@register(
+    "test.recorded_sleep",
+    description="Sleeps in steps like diagnostics.sleep, then records which process completed it.",
+    params_schema=SLEEP_SCHEMA,
+)
+def recorded_sleep(context: TaskContext) -> dict[str, int]:
+    sleep_in_steps(context, 5)
+    return {"runs": record_run(context.task_id)}
 
 
 @register(

@@ -19,7 +19,6 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -266,12 +265,14 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
     - ``running`` past the time limit (the worker died and its message is
       gone): re-queued when the type is idempotent, otherwise failed with a
       clear error;
-    - ``queued`` whose message could not be published: published again.
+    - ``queued`` whose message could not be published: published again;
+    - ``queued`` with no change for ``TASK_REPUBLISH_QUEUED_AFTER_SECONDS``:
+      its message may have been lost, so it is published once more.
     """
     now = now or timezone.now()
     limit = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.TASK_STUCK_MARGIN_SECONDS)
     stuck = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=now - limit)
-    counts = {"requeued": 0, "failed": 0, "redispatched": 0}
+    counts = {"requeued": 0, "failed": 0, "redispatched": 0, "republished": 0}
     for task in stuck.iterator():
         task_type = get_task_type(task.type)
         with transaction.atomic():
@@ -303,15 +304,55 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
                 locked.save()
                 metrics.task_finished(type_name=locked.type, status=TaskStatus.FAILED)
                 counts["failed"] += 1
-    pending = Task.objects.filter(
-        Q(status=TaskStatus.QUEUED, dispatch_pending=True)
-        & Q(updated_at__lt=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS))
+    counts["redispatched"] = task_redispatch_pending(
+        updated_before=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS)
     )
+    counts["republished"] = _republish_long_queued(
+        updated_before=now - timedelta(seconds=settings.TASK_REPUBLISH_QUEUED_AFTER_SECONDS)
+    )
+    return counts
+
+
+def _republish_long_queued(*, updated_before: datetime) -> int:
+    """Publish again, under the same Celery id, the tasks queued unchanged since then.
+
+    A Redis broker loses a message that a worker had taken but not yet recorded
+    as unacknowledged when that worker is killed: its task would stay queued for
+    ever. Whichever copy is delivered first runs the task and the other finds it
+    claimed. Touching ``updated_at`` sends a task of a long backlog once per period
+    at most.
+    """
+    stale = Task.objects.filter(
+        status=TaskStatus.QUEUED, dispatch_pending=False, updated_at__lt=updated_before
+    )
+    published = 0
+    for task in stale.iterator():
+        if Task.objects.filter(
+            pk=task.pk,
+            status=TaskStatus.QUEUED,
+            celery_task_id=task.celery_task_id,
+            updated_at=task.updated_at,
+        ).update(updated_at=timezone.now()):
+            _publish(task)
+            published += 1
+    return published
+
+
+def task_redispatch_pending(*, updated_before: datetime | None = None) -> int:
+    """Publish again the queued tasks whose message could not be published; return how many.
+
+    Each is claimed with a conditional update first, so that two callers (two
+    workers reconnecting to the broker at once) never publish one task twice.
+    """
+    pending = Task.objects.filter(status=TaskStatus.QUEUED, dispatch_pending=True)
+    if updated_before is not None:
+        pending = pending.filter(updated_at__lt=updated_before)
+    published = 0
     for task in pending.iterator():
         if Task.objects.filter(pk=task.pk, dispatch_pending=True).update(dispatch_pending=False):
             _publish(task)
-            counts["redispatched"] += 1
-    return counts
+            published += 1
+    return published
 
 
 def task_purge(

@@ -281,6 +281,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers and beat reconnect however long the broker is away (Celery's default
+# gives up after 100 attempts, about 45 minutes, and the worker exits); attempts
+# are at most 30 s apart, so they resume within 30 s of the broker's return.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # django-celery-results' rows, written with one upsert per state (contextos.celery_results).
 CELERY_RESULT_BACKEND = "contextos.celery_results:UpsertDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
@@ -326,6 +330,9 @@ TASK_CANCEL_GRACE_SECONDS = env.float("TASK_CANCEL_GRACE_SECONDS", default=10.0)
 TASK_STUCK_MARGIN_SECONDS = env.int("TASK_STUCK_MARGIN_SECONDS", default=300)
 # A task whose message could not be published is sent again after this long.
 TASK_REDISPATCH_AFTER_SECONDS = env.int("TASK_REDISPATCH_AFTER_SECONDS", default=30)
+# A task still queued, unchanged, after this long is published once more: its
+# message may have been lost with a killed worker (Redis broker).
+TASK_REPUBLISH_QUEUED_AFTER_SECONDS = env.int("TASK_REPUBLISH_QUEUED_AFTER_SECONDS", default=3600)
 
 # --- Retention ---------------------------------------------------------------------
 # Finished tasks and AI interactions older than this many days are deleted every

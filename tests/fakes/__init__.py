@@ -3,6 +3,7 @@
 import json
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class FakeServer:
         self.default_delay = 0.0
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
+        self._outage_until = 0.0
+        self._outage_status = 503
         self._requests: list[dict[str, Any]] = []
         self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -118,6 +121,12 @@ class FakeServer:
         with self._lock:
             self._script.extend(replies)
 
+    def outage(self, seconds: float, *, status: int = 503) -> None:
+        """Answer ``status`` on the main endpoint for the next ``seconds`` (a provider outage)."""
+        with self._lock:
+            self._outage_until = time.monotonic() + seconds
+            self._outage_status = status
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         """Every request received: ``{"method", "path", "headers", "body"}``.
@@ -136,6 +145,8 @@ class FakeServer:
 
     def next_reply(self) -> Reply | None:
         with self._lock:
+            if time.monotonic() < self._outage_until:
+                return Reply(status=self._outage_status)
             return self._script.popleft() if self._script else None
 
     def pause(self, seconds: float) -> bool:

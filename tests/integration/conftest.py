@@ -35,6 +35,32 @@ def process_env(**overrides: str) -> dict[str, str]:
     return {k: v for k, v in environment.items() if v is not None}
 
 
+def spawn(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``args`` in a session of its own, its output going to the file ``log``.
+
+    A file, not a pipe: a chatty process never blocks on a pipe nobody reads.
+    """
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    process.log_path = log
+    return process
+
+
+def output_of(process: subprocess.Popen) -> str:
+    log = getattr(process, "log_path", None)
+    if log is not None:
+        return log.read_text(errors="replace")
+    return process.stdout.read() if process.stdout else ""
+
+
 def stop(process: subprocess.Popen, timeout: float = 10) -> str:
     """Stop a process group started with ``start_new_session`` and return its output."""
     if process.poll() is None:
@@ -44,7 +70,7 @@ def stop(process: subprocess.Popen, timeout: float = 10) -> str:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return process.stdout.read() if process.stdout else ""
+    return output_of(process)
 
 
 @dataclass
@@ -92,7 +118,7 @@ def start_worker(transactional_db, tmp_path) -> Iterator:
             with Connection(broker_url) as conn:
                 conn.default_channel.queue_purge(queue)
         database = connection.settings_dict["NAME"]
-        process = subprocess.Popen(
+        process = spawn(
             [
                 str(BIN / "celery"),
                 "--app",
@@ -109,7 +135,6 @@ def start_worker(transactional_db, tmp_path) -> Iterator:
                 "--without-mingle",
                 "--without-gossip",
             ],
-            cwd=ROOT,
             env=process_env(
                 DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}",
                 CELERY_BROKER_URL=broker_url,
@@ -117,10 +142,7 @@ def start_worker(transactional_db, tmp_path) -> Iterator:
                 LOG_FORMAT="json",
                 **env,
             ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+            log=tmp_path / f"worker-{len(started) + 1}.log",
         )
         worker = Worker(broker_url, queue, process)
         started.append(worker)
@@ -154,19 +176,13 @@ def http_get(url: str, *, headers: dict[str, str] | None = None, timeout: float 
         return error.code, dict(error.headers), error.read()
 
 
-def wait_until_serving(
-    base_url: str, process: subprocess.Popen, timeout: float = 90, log: Path | None = None
-) -> float:
-    """Wait for /live to answer 200; return how long it took.
-
-    The server's output is read from ``log`` when it writes to a file, else from its pipe.
-    """
+def wait_until_serving(base_url: str, process: subprocess.Popen, timeout: float = 90) -> float:
+    """Wait for /live to answer 200; return how long it took."""
     started = time.monotonic()
 
     def live() -> bool:
         if process.poll() is not None:
-            output = log.read_text() if log else process.stdout.read()
-            raise AssertionError(f"server exited early:\n{output[-3000:]}")
+            raise AssertionError(f"server exited early:\n{output_of(process)[-3000:]}")
         try:
             return http_get(f"{base_url}/api/v1/health/live", timeout=2)[0] == 200
         except OSError:
@@ -193,14 +209,14 @@ def start_web(static_root, tmp_path, transactional_db) -> Iterator:
     from django.db import connection
 
     started: list[subprocess.Popen] = []
-    logs: dict[str, Path] = {}
+    servers: dict[str, subprocess.Popen] = {}
     database_url = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
 
     def start(**env: str) -> str:
         port = free_port()
         defaults = {
-            "DJANGO_SETTINGS_MODULE": "config.settings.prod",
             "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "config.settings.prod",
             "SECRET_KEY": uuid.uuid4().hex * 2,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SECURE_SSL_REDIRECT": "false",
@@ -210,23 +226,19 @@ def start_web(static_root, tmp_path, transactional_db) -> Iterator:
             "WEB_CONCURRENCY": "1",
             "WEB_ACCESS_LOG": "/dev/null",
         }
-        base_url = f"http://127.0.0.1:{port}"
-        logs[base_url] = tmp_path / f"web-{port}.log"
-        with logs[base_url].open("w") as output:
-            process = subprocess.Popen(
-                [str(ROOT / "scripts" / "start-web")],
-                cwd=ROOT,
-                env=process_env(**{**defaults, **env, "PORT": str(port)}),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = spawn(
+            [str(ROOT / "scripts" / "start-web")],
+            env=process_env(**{**defaults, **env, "PORT": str(port)}),
+            log=tmp_path / f"web-{port}.log",
+        )
         started.append(process)
-        wait_until_serving(base_url, process, log=logs[base_url])
+        base_url = f"http://127.0.0.1:{port}"
+        servers[base_url] = process
+        wait_until_serving(base_url, process)
         return base_url
 
     def output(base_url: str) -> str:
-        return logs[base_url].read_text()
+        return output_of(servers[base_url])
 
     start.output = output
     yield start

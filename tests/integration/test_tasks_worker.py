@@ -203,3 +203,17 @@ def test_idempotent_submissions_publish_one_message(transactional_db, api_client
     }
     assert len(ids) == 1
     assert queue_length(queue) == 1
+
+
+def test_a_worker_publishes_tasks_left_unpublished_when_it_connects(start_worker, user):
+    task, _ = task_submit(owner=user, type_name="diagnostics.sleep", params={})
+    # As if the broker had been down when the task was accepted: no message, row marked.
+    Task.objects.filter(pk=task.pk).update(dispatch_pending=True)
+    start_worker()  # empties the queue first
+    wait_for(
+        lambda: Task.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED,
+        timeout=30,
+        interval=0.2,
+        message="the task left unpublished never ran",
+    )
+    assert not Task.objects.get(pk=task.pk).dispatch_pending
