@@ -46,7 +46,12 @@ def test_the_reaper_fails_an_abandoned_task_once_per_interval(start_worker, user
     task = abandoned_task(user)
     start_worker()
 
-    assert deliver("tasks.recover_stuck") == {"requeued": 0, "failed": 1, "redispatched": 0}
+    assert deliver("tasks.recover_stuck") == {
+        "requeued": 0,
+        "failed": 1,
+        "redispatched": 0,
+        "republished": 0,
+    }
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED
     assert task.finished_at is not None
