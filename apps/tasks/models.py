@@ -22,8 +22,9 @@ RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 class Task(BaseModel):
     """One unit of background work submitted through the API, and its current attempt."""
 
+    # Lookups by owner use the composite indexes below, which start with it.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks", db_index=False
     )
     type = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True)
@@ -38,7 +39,7 @@ class Task(BaseModel):
     # NULL, not "", when absent: the per-owner uniqueness applies to given keys only.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, editable=False)
-    celery_task_id = models.CharField(max_length=255, db_index=True)
+    celery_task_id = models.CharField(max_length=255)
     worker = models.CharField(
         max_length=255, blank=True, help_text="The worker process running the current attempt."
     )
@@ -60,6 +61,8 @@ class Task(BaseModel):
             models.Index(fields=["status", "-created_at"], name="task_status_created"),
             models.Index(fields=["type", "-created_at"], name="task_type_created"),
             models.Index(fields=["-created_at"], name="task_created"),
+            # Exact matches only (admin search, result links): no LIKE pattern index.
+            models.Index(fields=["celery_task_id"], name="task_celery_task_id"),
             models.Index(
                 fields=["started_at"],
                 condition=Q(status="running"),
