@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache as memoize
@@ -119,11 +120,11 @@ class _LocalCounts:
         self._lock = threading.Lock()
         self._values: dict[str, dict[str, float]] = {}
 
-    def add(self, increments: Iterable[Increment]) -> None:
+    def add_amounts(self, amounts: dict[tuple[str, str], int | float]) -> None:
         with self._lock:
-            for increment in increments:
-                fields = self._values.setdefault(increment.counter.key, {})
-                fields[increment.labels] = fields.get(increment.labels, 0) + increment.amount
+            for (key, labels), amount in amounts.items():
+                fields = self._values.setdefault(key, {})
+                fields[labels] = fields.get(labels, 0) + amount
 
     def read(self, key: str) -> dict[str, float]:
         with self._lock:
@@ -133,23 +134,110 @@ class _LocalCounts:
 _local_counts = _LocalCounts()
 
 
-def count(*increments: Increment) -> None:
-    """Add ``increments`` to their shared counters in one round trip to Redis.
+def _send(redis: Any, amounts: dict[tuple[str, str], int | float]) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for (key, labels), amount in amounts.items():
+        if isinstance(amount, int):
+            pipe.hincrby(key, labels, amount)
+        else:
+            pipe.hincrbyfloat(key, labels, amount)
+    pipe.execute()
 
-    A Redis outage loses these counts (logged); it never fails the caller.
+
+def _summed(increments: Iterable[Increment]) -> dict[tuple[str, str], int | float]:
+    amounts: dict[tuple[str, str], int | float] = {}
+    for increment in increments:
+        field = (increment.counter.key, increment.labels)
+        amounts[field] = amounts.get(field, 0) + increment.amount
+    return amounts
+
+
+class _Batch:
+    """A worker process's increments, summed in memory and sent to Redis together.
+
+    A task's counters then cost it no round trip of its own: a thread of the
+    process sends what is pending every ``interval`` seconds, and the process
+    sends the rest when it stops. The sums are one per label set, so while
+    Redis is away they are kept, bounded, for the next try.
     """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], int | float] = {}
+        self._flusher_pid: int | None = None
+        os.register_at_fork(after_in_child=self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        # A child does not inherit the thread, and must not inherit a lock held by it.
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._flusher_pid = None
+
+    def add(self, increments: Iterable[Increment]) -> None:
+        with self._lock:
+            for field, amount in _summed(increments).items():
+                self._pending[field] = self._pending.get(field, 0) + amount
+            if self._flusher_pid != os.getpid():
+                self._flusher_pid = os.getpid()
+                threading.Thread(target=self._run, name="metrics-flush", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            redis = redis_client()
+            if redis is None:
+                _local_counts.add_amounts(pending)
+                return
+            _send(redis, pending)
+        except Exception as exc:
+            logger.warning("Metrics not sent yet (%s: %s)", exc.__class__.__name__, exc)
+            with self._lock:
+                for field, amount in pending.items():
+                    self._pending[field] = self._pending.get(field, 0) + amount
+
+
+# Worker processes batch their counts (see contextos.worker); others send at once.
+BATCH_SECONDS = 1.0
+_batch: _Batch | None = None
+
+
+def batch_counts() -> None:
+    """From now on this process (and the processes it forks) sends counts in batches."""
+    global _batch
+    if _batch is None:
+        _batch = _Batch(BATCH_SECONDS)
+
+
+def flush_counts() -> None:
+    """Send the counts this process has batched (when it stops)."""
+    if _batch is not None:
+        _batch.flush()
+
+
+def count(*increments: Increment) -> None:
+    """Add ``increments`` to their shared counters: at once, in one round trip to Redis,
+    or within a second in a worker process.
+
+    A Redis outage loses these counts outside workers (logged); it never fails the caller.
+    """
+    if _batch is not None:
+        _batch.add(increments)
+        return
     try:
         redis = redis_client()
         if redis is None:
-            _local_counts.add(increments)
+            _local_counts.add_amounts(_summed(increments))
             return
-        pipe = redis.pipeline(transaction=False)
-        for increment in increments:
-            if isinstance(increment.amount, int):
-                pipe.hincrby(increment.counter.key, increment.labels, increment.amount)
-            else:
-                pipe.hincrbyfloat(increment.counter.key, increment.labels, increment.amount)
-        pipe.execute()
+        _send(redis, _summed(increments))
     except Exception as exc:
         logger.warning("Metrics not counted (%s: %s)", exc.__class__.__name__, exc)
 

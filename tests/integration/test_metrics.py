@@ -21,12 +21,22 @@ def test_an_async_ai_call_run_by_the_worker_reaches_metrics(start_worker, api_cl
         message="the worker never answered the interaction",
     )
 
-    samples = scrape(anon_client)
+    # A worker process sends its counts within a second, batched.
+    generated = {"type": "ai.generate", "status": "succeeded"}
+
+    def counted():
+        samples = scrape(anon_client)
+        return samples if value(samples, "contextos_tasks_total", **generated) else None
+
+    samples = wait_for(
+        counted,
+        timeout=5,
+        message="the worker's counts never reached /metrics",
+    )
     echo = {"provider": "echo", "model": "echo-1"}
     ai = {**echo, "status": "succeeded", "cached": "false"}
     assert value(samples, "contextos_ai_requests_total", **ai) == 1
     assert value(samples, "contextos_ai_tokens_total", **echo, direction="input") == 2
-    generated = {"type": "ai.generate", "status": "succeeded"}
     assert value(samples, "contextos_tasks_total", **generated) == 1
     assert value(samples, "contextos_workers_online") == 1
 

@@ -124,3 +124,28 @@ def test_a_redis_outage_loses_counts_but_fails_nothing(anon_client, api_client, 
     assert response.status_code == 200
     samples = parse(response.content.decode())
     assert not [key for key in samples if key[0] == "contextos_ai_requests_total"]
+
+
+def test_a_worker_process_sends_its_counts_in_batches_kept_through_a_redis_outage(anon_client):
+    from apps.tasks.metrics import TASKS
+    from contextos.metrics import _Batch
+
+    labels = {"type": "test.batched", "status": "succeeded"}
+    before = value(scrape(anon_client), "contextos_tasks_total", **labels)
+    batch = _Batch(interval=3600)  # flushed by hand below
+    batch.add([TASKS.by("test.batched", "succeeded")] * 3)
+    assert value(scrape(anon_client), "contextos_tasks_total", **labels) == before
+
+    unreachable = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    with override_settings(CACHES=unreachable):
+        batch.flush()
+    assert value(scrape(anon_client), "contextos_tasks_total", **labels) == before
+    batch.add([TASKS.by("test.batched", "succeeded")])
+    batch.flush()
+
+    assert value(scrape(anon_client), "contextos_tasks_total", **labels) - before == 4
