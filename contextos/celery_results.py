@@ -8,13 +8,34 @@ and SQLite both speak it); the rows, the admin and ``AsyncResult`` are
 unchanged.
 """
 
+from functools import cache
 from typing import Any
 
 from celery import states
 from django.db import connections
+from django.db.models import Field
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
+
+
+@cache
+def _upsert_sql(using: str, names: tuple[str, ...]) -> tuple[str, tuple[Field, ...]]:
+    """The statement writing these fields, built once per database and set of fields."""
+    quote = connections[using].ops.quote_name
+    fields = tuple(TaskResult._meta.get_field(name) for name in names)
+    updates = ", ".join(
+        f"{quote(field.column)} = EXCLUDED.{quote(field.column)}"
+        for field in fields
+        if field.name not in {"task_id", "date_created"}
+    )
+    sql = (
+        f"INSERT INTO {quote(TaskResult._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({quote('task_id')}) DO UPDATE SET {updates}"
+    )
+    return sql, fields
 
 
 def upsert_task_result(task_id: str, fields: dict[str, Any], using: str = "default") -> None:
@@ -24,24 +45,9 @@ def upsert_task_result(task_id: str, fields: dict[str, Any], using: str = "defau
     """
     connection = connections[using]
     now = timezone.now()
-    values = {**fields, "task_id": task_id, "date_done": now}
-    inserted = {**values, "date_created": now}
-    quote = connection.ops.quote_name
-    columns, params = [], []
-    for name, value in inserted.items():
-        field = TaskResult._meta.get_field(name)
-        columns.append(quote(field.column))
-        params.append(field.get_db_prep_save(value, connection))
-    updates = ", ".join(
-        f"{quote(column)} = EXCLUDED.{quote(column)}"
-        for column in (TaskResult._meta.get_field(name).column for name in values)
-        if column != "task_id"
-    )
-    sql = (
-        f"INSERT INTO {quote(TaskResult._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({quote('task_id')}) DO UPDATE SET {updates}"
-    )
+    values = {**fields, "task_id": task_id, "date_done": now, "date_created": now}
+    sql, model_fields = _upsert_sql(using, tuple(values))
+    params = [field.get_db_prep_save(values[field.name], connection) for field in model_fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 

@@ -13,12 +13,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
+from django.db.models import Field
 from django.utils import timezone
 
 from apps.tasks import metrics
@@ -196,13 +198,37 @@ def _claim_queued(
     )
 
 
+@cache
+def _update_running_sql(names: tuple[str, ...]) -> tuple[str, tuple[Field, ...]]:
+    quote = connection.ops.quote_name
+    fields = tuple(Task._meta.get_field(name) for name in names)
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = (
+        f"UPDATE {quote(Task._meta.db_table)} SET {assignments} "  # noqa: S608
+        "WHERE id = %s AND status = %s AND celery_task_id = %s"
+    )
+    return sql, fields
+
+
+def _update_running(task: Task, **values: Any) -> bool:
+    """Write ``values`` to the row if it still runs this attempt; whether it did.
+
+    Every task finishes through here: one statement, its SQL built once per
+    set of columns (the ORM's ``update`` compiles it anew each time).
+    """
+    sql, fields = _update_running_sql(tuple(values))
+    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, task.pk, TaskStatus.RUNNING, task.celery_task_id])
+        return cursor.rowcount > 0
+
+
 def _finish(task: Task, status: str, **fields: Any) -> bool:
-    finished = Task.objects.filter(
-        pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=task.celery_task_id
-    ).update(status=status, finished_at=timezone.now(), **fields)
+    now = timezone.now()
+    finished = _update_running(task, status=status, finished_at=now, updated_at=now, **fields)
     if finished:
         metrics.task_finished(type_name=task.type, status=status)
-    return bool(finished)
+    return finished
 
 
 def _error(exc: BaseException, message: str | None = None) -> dict[str, str]:
