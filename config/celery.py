@@ -5,7 +5,7 @@ import os
 from celery import Celery
 
 from apps.tasks.bootsteps import RedispatchOnConnect
-from contextos.broker import guard_redis_reconnect
+from contextos.broker import guard_redis_reconnect, reuse_redis_clients
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
@@ -14,3 +14,4 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.steps["consumer"].add(RedispatchOnConnect)
 guard_redis_reconnect()
+reuse_redis_clients()
