@@ -584,7 +584,9 @@ def drain_noop(count: int) -> float:
             hostname,
             "--loglevel",
             "WARNING",
-        ]
+        ],
+        # Plain Celery: without it, Celery's Django fixup would load Django in the worker.
+        DJANGO_SETTINGS_MODULE="",
     )
     try:
         wait_for_worker(app, hostname)
