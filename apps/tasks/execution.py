@@ -218,8 +218,9 @@ def _update_running(task: Task, **values: Any) -> bool:
     """
     sql, fields = _update_running_sql(tuple(values))
     params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+    pk = Task._meta.pk.get_db_prep_value(task.pk, connection)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, task.pk, TaskStatus.RUNNING, task.celery_task_id])
+        cursor.execute(sql, [*params, pk, TaskStatus.RUNNING, task.celery_task_id])
         return cursor.rowcount > 0
 
 
