@@ -26,8 +26,8 @@ class BareRowView(APIView):
     """Authenticated and throttled: the caller's interaction row by id, ``.values()`` as JSON."""
 
     def get(self, request: Request, pk: uuid.UUID) -> Response:
-        row = AIInteraction.objects.filter(owner=request.user, pk=pk).values().first()
-        if row is None:
+        row = AIInteraction.objects.filter(pk=pk).values().first()
+        if row is None or row["owner_id"] != request.user.pk:
             return Response(status=404)
         return Response(row)
 

@@ -26,8 +26,12 @@ class InteractionMode(models.TextChoices):
 
 
 class AIInteraction(BaseModel):
+    # Lookups by owner use ai_owner_created, which starts with it.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ai_interactions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="ai_interactions",
+        db_index=False,
     )
     api_key = models.ForeignKey(
         "accounts.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

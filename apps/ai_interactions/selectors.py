@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
     Aggregate,
@@ -75,10 +76,19 @@ def _matches(search: str) -> Q | RawSQL:
 
 
 def interaction_get(*, user: AbstractBaseUser, interaction_id: UUID | str) -> AIInteraction:
+    """The interaction if ``user`` may see it (staff: any); otherwise NotFound (never 403).
+
+    Looked up by primary key alone and its owner checked after: with the owner
+    in the query too, statistics that lag behind a busy new owner let the
+    planner scan all of that owner's rows instead (measured: 5 ms at 30,000).
+    """
     try:
-        return interaction_list(user=user).get(pk=interaction_id)
-    except (AIInteraction.DoesNotExist, ValueError):
+        interaction = AIInteraction.objects.get(pk=interaction_id)
+    except (AIInteraction.DoesNotExist, ValueError, ValidationError):
         raise NotFound("No such interaction.") from None
+    if not user.is_staff and interaction.owner_id != user.pk:
+        raise NotFound("No such interaction.")
+    return interaction
 
 
 # Rows saved this long before the rollup last ran may have committed after it

@@ -3,6 +3,7 @@
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from apps.tasks.models import Task
@@ -28,8 +29,15 @@ def task_list(
 
 
 def task_get(*, user: AbstractBaseUser, task_id: UUID | str) -> Task:
-    """The task ``task_id`` if ``user`` may see it; otherwise NotFound (never 403)."""
+    """The task ``task_id`` if ``user`` may see it; otherwise NotFound (never 403).
+
+    Looked up by primary key alone and its owner checked after, so that the
+    planner never trades the primary key for an owner's index.
+    """
     try:
-        return task_list(user=user).get(pk=task_id)
-    except (Task.DoesNotExist, ValueError):
+        task = Task.objects.get(pk=task_id)
+    except (Task.DoesNotExist, ValueError, ValidationError):
         raise NotFound("No such task.") from None
+    if not user.is_staff and task.owner_id != user.pk:
+        raise NotFound("No such task.")
+    return task
