@@ -652,8 +652,8 @@ def table(rows: list[Row]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
-    parser.add_argument("--seconds", type=int, default=8, help="seconds per HTTP run")
+    parser.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per HTTP run")
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per throughput run")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument(
