@@ -61,6 +61,8 @@ class Row:
     ``target`` is a minimum ratio (ContextOS / baseline, for throughput), or with
     ``kind="max-ratio"`` a maximum one (for latency), or with ``kind="max-added"``
     a ceiling on the difference (ContextOS - baseline, for added latency).
+    ``paired``, when given, is the median of the ratios of runs taken side by
+    side: the machine's speed drifts between runs, and a pair shares its drift.
     """
 
     scenario: str
@@ -69,9 +71,12 @@ class Row:
     unit: str
     target: float
     kind: str = "min-ratio"
+    paired: float | None = None
 
     @property
     def ratio(self) -> float:
+        if self.paired is not None:
+            return self.paired
         return self.contextos / self.baseline if self.baseline else 0.0
 
     @property
@@ -246,18 +251,40 @@ def per_request_ms(requests_per_second: float, connections: int = 8) -> float:
     return connections * 1000 / requests_per_second
 
 
+@dataclass
+class Paired:
+    """Figures of ContextOS and its baseline, run by run (each run measures both, side by side)."""
+
+    ours: list[float]
+    theirs: list[float]
+
+    @property
+    def medians(self) -> tuple[float, float]:
+        return statistics.median(self.ours), statistics.median(self.theirs)
+
+    def ratio(self, transform: Callable[[float], float] = float) -> float:
+        """The median over runs of transform(ours) / transform(theirs)."""
+        return statistics.median(
+            transform(a) / transform(b) for a, b in zip(self.ours, self.theirs, strict=True)
+        )
+
+
 def compare_http(
     contextos: tuple[str, str | None], baseline: tuple[str, str | None], *, runs: int, seconds: int
-) -> tuple[float, float]:
-    """Median req/s of each, runs interleaved (and order alternated) so noise hits both."""
+) -> Paired:
+    """Req/s of each per run, runs interleaved (and order alternated) so noise hits both."""
     for url, script in (contextos, baseline):
         wrk(url, seconds=1, script=script)  # warm-up
-    ours, theirs = [], []
+    pairs = Paired([], [])
     for run in range(runs):
-        order = [(ours, contextos), (theirs, baseline)]
+        order = [(pairs.ours, contextos), (pairs.theirs, baseline)]
         for results, (url, script) in order if run % 2 == 0 else reversed(order):
             results.append(wrk(url, seconds=seconds, script=script))
-    return statistics.median(ours), statistics.median(theirs)
+    return pairs
+
+
+def http_row(scenario: str, pairs: Paired, target: float) -> Row:
+    return Row(scenario, *pairs.medians, "req/s", target, paired=pairs.ratio())
 
 
 def added_latency(
@@ -325,19 +352,19 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
             submit = lua_script(scripts, "submit", api_key, submit_body)
             ask = lua_script(scripts, "ask", api_key, ask_body)
             staff_get = lua_script(scripts, "list", staff_key)
-            live, bare = compare_http(
+            live = compare_http(
                 (f"{base}/api/v1/health/live", None),
                 (f"{base}/bench/bare", None),
                 runs=runs,
                 seconds=seconds,
             )
-            ready, live_again = compare_http(
+            ready = compare_http(
                 (f"{base}/api/v1/health/ready", None),
                 (f"{base}/api/v1/health/live", None),
                 runs=runs,
                 seconds=seconds,
             )
-            submitted, inserted = compare_http(
+            submitted = compare_http(
                 (f"{base}/api/v1/tasks/", submit),
                 (f"{base}/bench/bare-insert", submit),
                 runs=runs,
@@ -346,13 +373,13 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
             post_json(f"{base}/api/v1/ai/interactions/", {"prompt": CACHED_PROMPT}, api_key)
             row_id = AIInteraction.objects.filter(owner=user).values_list("pk", flat=True)[0]
             get = lua_script(scripts, "get", api_key)
-            retrieved, values = compare_http(
+            retrieved = compare_http(
                 (f"{base}/api/v1/ai/interactions/{row_id}/", get),
                 (f"{base}/bench/bare-row/{row_id}", get),
                 runs=runs,
                 seconds=seconds,
             )
-            hit, cache_insert = compare_http(
+            hit = compare_http(
                 (f"{base}/api/v1/ai/interactions/", ask),
                 (f"{base}/bench/bare-cache-insert", ask),
                 runs=runs,
@@ -361,30 +388,22 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
             gateway_ms, direct_ms = added_latency(
                 base, f"{upstream.base_url}/chat/completions", api_key, runs=runs, requests=100
             )
-            first, deep = compare_http(
-                (f"{base}/api/v1/ai/interactions/?page_size=50", staff_get),
+            # Latency: the deep page's figure first, its ratio deep over first.
+            deep = compare_http(
                 (deep_cursor_url(base, LIST_DEPTH) + "&page_size=50", staff_get),
+                (f"{base}/api/v1/ai/interactions/?page_size=50", staff_get),
                 runs=runs,
                 seconds=seconds,
             )
+    deep_rps, first_rps = deep.medians
     return [
-        Row("GET /api/v1/health/live vs bare DRF view", live, bare, "req/s", 0.8),
-        Row("GET /api/v1/health/ready vs /live", ready, live_again, "req/s", 0.5),
-        Row(
-            "GET /api/v1/ai/interactions/{id}/ vs bare .values() + JSON of the row",
-            retrieved,
-            values,
-            "req/s",
-            0.6,
+        http_row("GET /api/v1/health/live vs bare DRF view", live, 0.8),
+        http_row("GET /api/v1/health/ready vs /live", ready, 0.5),
+        http_row(
+            "GET /api/v1/ai/interactions/{id}/ vs bare .values() + JSON of the row", retrieved, 0.6
         ),
-        Row("POST /api/v1/tasks/ vs bare authenticated insert", submitted, inserted, "req/s", 0.6),
-        Row(
-            "cache-hit POST /api/v1/ai/interactions/ vs bare Redis GET + INSERT",
-            hit,
-            cache_insert,
-            "req/s",
-            0.6,
-        ),
+        http_row("POST /api/v1/tasks/ vs bare authenticated insert", submitted, 0.6),
+        http_row("cache-hit POST /api/v1/ai/interactions/ vs bare Redis GET + INSERT", hit, 0.6),
         Row(
             "/v1/chat/completions vs the upstream directly (50 ms upstream), median",
             gateway_ms,
@@ -396,11 +415,12 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
         Row(
             f"interaction list: page {LIST_DEPTH:,} rows deep vs first page (1M rows), "
             "mean latency",
-            per_request_ms(deep),
-            per_request_ms(first),
+            per_request_ms(deep_rps),
+            per_request_ms(first_rps),
             "ms",
             1.5,
             kind="max-ratio",
+            paired=deep.ratio(per_request_ms),
         ),
     ]
 
@@ -605,18 +625,21 @@ def drain_noop(count: int) -> float:
 
 
 def throughput_scenario(user, *, runs: int, count: int) -> list[Row]:
-    ours, theirs = [], []
+    pairs = Paired([], [])
     for run in range(runs):
-        pair = [(ours, lambda: drain_contextos(user, count)), (theirs, lambda: drain_noop(count))]
-        for results, measure in pair if run % 2 == 0 else reversed(pair):
+        measures = [
+            (pairs.ours, lambda: drain_contextos(user, count)),
+            (pairs.theirs, lambda: drain_noop(count)),
+        ]
+        for results, measure in measures if run % 2 == 0 else reversed(measures):
             results.append(measure())
     return [
         Row(
             f"{count} diagnostics.sleep(0) end to end vs plain Celery no-op",
-            statistics.median(ours),
-            statistics.median(theirs),
+            *pairs.medians,
             "tasks/s",
             0.4,
+            paired=pairs.ratio(),
         )
     ]
 
@@ -652,8 +675,8 @@ def table(rows: list[Row]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
-    parser.add_argument("--seconds", type=int, default=5, help="seconds per HTTP run")
+    parser.add_argument("--runs", type=int, default=7, help="runs per measurement (median)")
+    parser.add_argument("--seconds", type=int, default=3, help="seconds per HTTP run")
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per throughput run")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument(
@@ -682,7 +705,9 @@ def main() -> int:
     Path(args.output).write_text(
         "# Benchmarks\n\n"
         f"`make bench`, {stamp}. Machine: {machine()}.\n\n"
-        f"Medians of {args.runs} interleaved runs; HTTP with `wrk -t1 -c8 -d{args.seconds}s` "
+        f"Medians of {args.runs} interleaved runs; a ratio is the median of the runs' own "
+        "ratios (each run measures ContextOS and its baseline side by side). "
+        f"HTTP with `wrk -t1 -c8 -d{args.seconds}s` "
         "against gunicorn (2 gthread workers, production settings); workers with 2 processes on "
         "the Redis broker. Each baseline runs on the same server or broker in the same run.\n\n"
         f"{report}\n"
