@@ -348,7 +348,14 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
             "OPENAI_API_KEY": "bench",
             "OPENAI_MODELS": f"{BENCH_MODEL}:1:2",
         }
-        with web_server(**provider) as base, tempfile.TemporaryDirectory() as scripts:
+        # One gunicorn worker process: with two, wrk's connections land on them
+        # unevenly (whichever process wakes first accepts them), which made single
+        # runs bimodal (/live at 1,250 or 3,100 req/s). A ratio compares the cost of
+        # a request, which one process measures without that noise.
+        with (
+            web_server(workers=1, **provider) as base,
+            tempfile.TemporaryDirectory() as scripts,
+        ):
             submit = lua_script(scripts, "submit", api_key, submit_body)
             ask = lua_script(scripts, "ask", api_key, ask_body)
             staff_get = lua_script(scripts, "list", staff_key)
@@ -708,7 +715,8 @@ def main() -> int:
         f"Medians of {args.runs} interleaved runs; a ratio is the median of the runs' own "
         "ratios (each run measures ContextOS and its baseline side by side). "
         f"HTTP with `wrk -t1 -c8 -d{args.seconds}s` "
-        "against gunicorn (2 gthread workers, production settings); workers with 2 processes on "
+        "against gunicorn (production settings, one gthread worker process for the ratios); "
+        "Celery workers with 2 processes on "
         "the Redis broker. Each baseline runs on the same server or broker in the same run.\n\n"
         f"{report}\n"
     )
