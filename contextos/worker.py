@@ -37,8 +37,9 @@ def _before_task(**_: Any) -> None:
     close_old_connections()
     if _sound_at is None or time.monotonic() - _sound_at > HEALTH_CHECK_GRACE_SECONDS:
         return
+    # close_old_connections() has closed, or checked and cleared, any that erred.
     for connection in connections.all(initialized_only=True):
-        if connection.connection is not None and not connection.errors_occurred:
+        if connection.connection is not None:
             connection.health_check_done = True
 
 

@@ -6,7 +6,6 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
     Aggregate,
@@ -29,7 +28,7 @@ from apps.ai_interactions.models import (
     InteractionStatus,
     UsageRollupState,
 )
-from contextos.exceptions import NotFound
+from contextos.ownership import visible_get, visible_to
 
 # The expression of the full-text index (migration 0002): searches use it verbatim.
 SEARCH_DOCUMENT = "to_tsvector('simple', coalesce(prompt, '') || ' ' || coalesce(response, ''))"
@@ -47,9 +46,7 @@ def interaction_list(
     search: str | None = None,
 ) -> QuerySet[AIInteraction]:
     """Interactions ``user`` may see (staff: all), newest first, filtered."""
-    rows = (
-        AIInteraction.objects.all() if user.is_staff else AIInteraction.objects.filter(owner=user)
-    )
+    rows = visible_to(AIInteraction, user)
     filters = {
         "status": status,
         "model": model,
@@ -76,19 +73,8 @@ def _matches(search: str) -> Q | RawSQL:
 
 
 def interaction_get(*, user: AbstractBaseUser, interaction_id: UUID | str) -> AIInteraction:
-    """The interaction if ``user`` may see it (staff: any); otherwise NotFound (never 403).
-
-    Looked up by primary key alone and its owner checked after: with the owner
-    in the query too, statistics that lag behind a busy new owner let the
-    planner scan all of that owner's rows instead (measured: 5 ms at 30,000).
-    """
-    try:
-        interaction = AIInteraction.objects.get(pk=interaction_id)
-    except (AIInteraction.DoesNotExist, ValueError, ValidationError):
-        raise NotFound("No such interaction.") from None
-    if not user.is_staff and interaction.owner_id != user.pk:
-        raise NotFound("No such interaction.")
-    return interaction
+    """The interaction if ``user`` may see it (staff: any); otherwise NotFound (never 403)."""
+    return visible_get(AIInteraction, user, interaction_id, missing="No such interaction.")
 
 
 # Rows saved this long before the rollup last ran may have committed after it

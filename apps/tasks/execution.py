@@ -213,8 +213,9 @@ def _update_running_sql(names: tuple[str, ...]) -> tuple[str, tuple[Field, ...]]
 def _update_running(task: Task, **values: Any) -> bool:
     """Write ``values`` to the row if it still runs this attempt; whether it did.
 
-    Every task finishes through here: one statement, its SQL built once per
-    set of columns (the ORM's ``update`` compiles it anew each time).
+    Every task finishes (or goes back to the queue) through here: one statement,
+    its SQL built once per set of columns (the ORM's ``update`` compiles it anew
+    each time).
     """
     sql, fields = _update_running_sql(tuple(values))
     params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
@@ -276,11 +277,11 @@ def execute(
         transient = isinstance(exc, task_type.transient_errors)
         if transient and auto_retries < task_type.max_auto_retries:
             delay = _backoff(task_type, auto_retries)
-            Task.objects.filter(
-                pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=celery_task_id
-            ).update(
+            _update_running(
+                task,
                 status=TaskStatus.QUEUED,
                 worker="",
+                updated_at=timezone.now(),
                 progress={
                     "current": 0,
                     "total": 0,

@@ -3,12 +3,11 @@
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from apps.tasks.models import Task
 from apps.tasks.registry import TaskType, task_types
-from contextos.exceptions import NotFound
+from contextos.ownership import visible_get, visible_to
 
 
 def task_type_list(*, user: AbstractBaseUser) -> list[TaskType]:
@@ -20,7 +19,7 @@ def task_list(
     *, user: AbstractBaseUser, status: str | None = None, type_name: str | None = None
 ) -> QuerySet[Task]:
     """Tasks ``user`` may see (staff: all), newest first, optionally filtered."""
-    tasks = Task.objects.all() if user.is_staff else Task.objects.filter(owner=user)
+    tasks = visible_to(Task, user)
     if status:
         tasks = tasks.filter(status=status)
     if type_name:
@@ -29,15 +28,5 @@ def task_list(
 
 
 def task_get(*, user: AbstractBaseUser, task_id: UUID | str) -> Task:
-    """The task ``task_id`` if ``user`` may see it; otherwise NotFound (never 403).
-
-    Looked up by primary key alone and its owner checked after, so that the
-    planner never trades the primary key for an owner's index.
-    """
-    try:
-        task = Task.objects.get(pk=task_id)
-    except (Task.DoesNotExist, ValueError, ValidationError):
-        raise NotFound("No such task.") from None
-    if not user.is_staff and task.owner_id != user.pk:
-        raise NotFound("No such task.")
-    return task
+    """The task ``task_id`` if ``user`` may see it; otherwise NotFound (never 403)."""
+    return visible_get(Task, user, task_id, missing="No such task.")
