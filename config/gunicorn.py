@@ -2,7 +2,9 @@
 
 gunicorn's own error and access lines use the app's log format (one JSON object
 per line in production), each access line with the request id of its response;
-and a worker process that exits is forgotten by the multi-process metrics.
+worker processes send their shared metric counts in batches (sending what is
+left when they exit); and a worker process that exits is forgotten by the
+multi-process metrics.
 """
 
 import os
@@ -44,3 +46,16 @@ logger_class = Logger
 def child_exit(server: Any, worker: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # Counts of AI calls and task submissions go to Redis once a second, not per request.
+    from contextos import metrics
+
+    metrics.batch_counts()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    from contextos import metrics
+
+    metrics.flush_counts()

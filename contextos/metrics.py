@@ -153,9 +153,9 @@ def _summed(increments: Iterable[Increment]) -> dict[tuple[str, str], int | floa
 
 
 class _Batch:
-    """A worker process's increments, summed in memory and sent to Redis together.
+    """A process's increments, summed in memory and sent to Redis together.
 
-    A task's counters then cost it no round trip of its own: a thread of the
+    A task's or a request's counters then cost it no round trip of its own: a thread of the
     process sends what is pending every ``interval`` seconds, and the process
     sends the rest when it stops. The sums are one per label set, so while
     Redis is away they are kept, bounded, for the next try.
@@ -205,7 +205,8 @@ class _Batch:
                     self._pending[field] = self._pending.get(field, 0) + amount
 
 
-# Worker processes batch their counts (see contextos.worker); others send at once.
+# Celery and gunicorn worker processes batch their counts (contextos.worker,
+# config.gunicorn); others (tests, commands) send at once.
 BATCH_SECONDS = 1.0
 _batch: _Batch | None = None
 
@@ -225,7 +226,7 @@ def flush_counts() -> None:
 
 def count(*increments: Increment) -> None:
     """Add ``increments`` to their shared counters: at once, in one round trip to Redis,
-    or within a second in a worker process.
+    or within a second in a process that batches them.
 
     A Redis outage loses these counts outside workers (logged); it never fails the caller.
     """

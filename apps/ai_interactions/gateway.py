@@ -23,19 +23,18 @@ from rest_framework.views import APIView
 
 from apps.accounts.models import APIKey
 from apps.ai_interactions import metrics
+from apps.ai_interactions.answer_cache import cached_answer, remember_answer
 from apps.ai_interactions.catalog import model_get, model_list, provider_for
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import Message, ProviderCallError, StreamChunk
 from apps.ai_interactions.serializers import GenerationParamsSerializer
 from apps.ai_interactions.services import (
-    cached_answer,
     call_provider,
     check_prompt_size,
     interaction_build,
     interaction_create,
     record_answer,
     record_failure,
-    remember_answer,
 )
 from contextos.exceptions import ValidationFailed
 from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
@@ -353,7 +352,7 @@ def _stream(interaction: AIInteraction, include_usage: bool) -> Iterator[bytes]:
             attempts=attempts,
         )
         if not hit:
-            remember_answer(interaction, answer)
+            remember_answer(interaction.prompt_hash, answer, model=interaction.model)
     except ProviderCallError as error:
         record_failure(interaction, error, started=started, final=True)
         yield _sse(

@@ -8,10 +8,8 @@ with Redis down calls still work, uncached.
 
 import hashlib
 import json
-import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -25,6 +23,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from apps.ai_interactions import metrics
+from apps.ai_interactions.answer_cache import response_cache_key, single_flight
 from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
 from apps.ai_interactions.models import (
     FINISHED_STATUSES,
@@ -48,11 +47,8 @@ from apps.ai_interactions.selectors import (
     hour_start,
     usage_aggregates,
 )
-from contextos.cache import cache_key
-from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError, ServiceUnavailable
+from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
-
-logger = logging.getLogger(__name__)
 
 GENERATE_TASK_TYPE = "ai.generate"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,10 +68,6 @@ def prompt_hash(*, provider: str, model: str, messages: list[Message], params: d
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def response_cache_key(digest: str) -> str:
-    return cache_key("ai", "response", digest)
 
 
 def check_prompt_size(messages: list[Message]) -> None:
@@ -114,110 +106,6 @@ def interaction_build(
         ),
         metadata=metadata,
     )
-
-
-# --- The cache ---------------------------------------------------------------------
-
-
-def cached_answer(digest: str) -> dict[str, Any] | None:
-    return cache.get(response_cache_key(digest))  # a Redis outage reads as a miss
-
-
-def remember_answer(interaction: AIInteraction, answer: dict[str, Any]) -> None:
-    """Cache ``answer`` (text, finish_reason, tokens) for the interaction's prompt.
-
-    The model is kept with it so that ``ai_cache clear --model`` can find it.
-    """
-    cache.set(
-        response_cache_key(interaction.prompt_hash),
-        {**answer, "model": interaction.model},
-        timeout=settings.AI_CACHE_TTL,
-    )
-
-
-def _redis_client():
-    client = getattr(cache, "client", None)
-    if client is None or not hasattr(client, "get_client"):
-        raise ServiceUnavailable("The AI answer cache needs Redis (REDIS_URL).")
-    return client
-
-
-def _cached_answer_keys(*, model: str | None) -> Iterator[list[bytes]]:
-    """Batches of the Redis keys of cached answers (by SCAN), for ``model`` or all."""
-    client = _redis_client()
-    redis = client.get_client(write=True)
-    batch: list[bytes] = []
-    for key in redis.scan_iter(match=cache.make_key(response_cache_key("*")), count=1000):
-        batch.append(key)
-        if len(batch) == 500:
-            yield _of_model(client, redis, batch, model)
-            batch = []
-    if batch:
-        yield _of_model(client, redis, batch, model)
-
-
-def _of_model(client: Any, redis: Any, keys: list[bytes], model: str | None) -> list[bytes]:
-    if model is None:
-        return keys
-    values = redis.mget(keys)
-    return [
-        key
-        for key, value in zip(keys, values, strict=True)
-        if value is not None and (client.decode(value) or {}).get("model") == model
-    ]
-
-
-def response_cache_stats(*, model: str | None = None) -> dict[str, int]:
-    """How many answers are cached (for ``model`` or all) and the memory they take."""
-    redis = _redis_client().get_client(write=True)
-    keys = used = 0
-    for batch in _cached_answer_keys(model=model):
-        pipe = redis.pipeline(transaction=False)
-        for key in batch:
-            pipe.memory_usage(key)
-        used += sum(size or 0 for size in pipe.execute())
-        keys += len(batch)
-    return {"keys": keys, "bytes": used}
-
-
-def response_cache_clear(*, model: str | None = None) -> int:
-    """Delete cached answers (for ``model`` or all) by SCAN, never KEYS or FLUSHDB."""
-    redis = _redis_client().get_client(write=True)
-    removed = 0
-    for batch in _cached_answer_keys(model=model):
-        if batch:
-            removed += redis.unlink(*batch)
-    return removed
-
-
-@contextmanager
-def _single_flight(digest: str) -> Iterator[bool]:
-    """Hold the lock for ``digest`` so only one identical request calls the provider.
-
-    Yields whether this request waited for another one, which has then put
-    the answer in the cache. Without Redis (an outage, or the local-memory
-    cache) each request goes on alone.
-    """
-    hold = settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
-    lock, waited = None, False
-    if hasattr(cache, "lock"):
-        try:
-            lock = cache.lock(cache_key("ai", "lock", digest), timeout=hold, blocking_timeout=hold)
-            if not lock.acquire(blocking=False):
-                waited = True
-                if not lock.acquire():
-                    lock = None
-        except Exception:
-            logger.warning("AI cache lock unavailable; calling the provider unlocked")
-            lock = None
-    try:
-        yield waited
-    finally:
-        if lock is not None:
-            try:
-                lock.release()
-            except Exception:
-                logger.warning("Could not release the AI cache lock for %s", digest)
 
 
 # --- Recording -----------------------------------------------------------------------
@@ -301,53 +189,44 @@ def _answer_fields(generation: Generation) -> dict[str, Any]:
     }
 
 
-def interaction_run(*, interaction: AIInteraction, use_cache: bool, final: bool = True) -> None:
+def interaction_run(
+    *, interaction: AIInteraction, use_cache: bool, final: bool = True, announce: bool = False
+) -> None:
     """Answer ``interaction`` (from the cache, or the provider) and save the outcome.
 
-    Raises :class:`ProviderCallError` when the provider fails; the row then
-    says ``failed`` (or ``queued`` again when ``final`` is False: it will be retried).
+    ``announce`` saves the row as running before the provider is called. Raises
+    :class:`ProviderCallError` when the provider fails; the row then says
+    ``failed`` (or ``queued`` again when ``final`` is False: it will be retried).
     """
     model = model_get(interaction.model)
     started = time.perf_counter()
     interaction.status = InteractionStatus.RUNNING
     interaction.started_at = interaction.started_at or timezone.now()
     try:
-        if use_cache and (hit := cached_answer(interaction.prompt_hash)):
-            record_answer(
-                interaction, model=model, answer=hit, cached=True, started=started, attempts=[]
-            )
-        elif use_cache:
-            with _single_flight(interaction.prompt_hash) as waited:
-                if waited and (hit := cached_answer(interaction.prompt_hash)):
-                    record_answer(
-                        interaction,
-                        model=model,
-                        answer=hit,
-                        cached=True,
-                        started=started,
-                        attempts=[],
-                    )
-                else:
-                    generation, attempts = _generate(interaction, model)
-                    remember_answer(interaction, _answer_fields(generation))
-                    record_answer(
-                        interaction,
-                        model=model,
-                        answer=_answer_fields(generation),
-                        cached=False,
-                        started=started,
-                        attempts=attempts,
-                    )
-        else:
-            generation, attempts = _generate(interaction, model)
-            record_answer(
-                interaction,
-                model=model,
-                answer=_answer_fields(generation),
-                cached=False,
-                started=started,
-                attempts=attempts,
-            )
+        with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
+            if flight.answer is not None:
+                record_answer(
+                    interaction,
+                    model=model,
+                    answer=flight.answer,
+                    cached=True,
+                    started=started,
+                    attempts=[],
+                )
+            else:
+                if announce:
+                    interaction.save()
+                generation, attempts = _generate(interaction, model)
+                answer = _answer_fields(generation)
+                flight.keep(answer, model=interaction.model)
+                record_answer(
+                    interaction,
+                    model=model,
+                    answer=answer,
+                    cached=False,
+                    started=started,
+                    attempts=attempts,
+                )
     except ProviderCallError as error:
         record_failure(interaction, error, started=started, final=final)
         interaction.save()
@@ -400,26 +279,11 @@ def interaction_create(
         return _enqueue(interaction_build(status=InteractionStatus.QUEUED, **fields), use_cache)
 
     interaction = interaction_build(status=InteractionStatus.RUNNING, **fields)
-    if use_cache and (hit := cached_answer(interaction.prompt_hash)):
-        # The common fast path: one cache read, one INSERT.
-        interaction.started_at = timezone.now()
-        record_answer(
-            interaction,
-            model=model,
-            answer=hit,
-            cached=True,
-            started=time.perf_counter(),
-            attempts=[],
-        )
-        interaction.save(force_insert=True)
-        metrics.interaction_finished(interaction)
-        return interaction
     interaction.started_at = timezone.now()
-    if mode != InteractionMode.GATEWAY:
-        # REST calls are visible as running while they wait; gateway calls, like
-        # streams, are written once, when answered (one write fewer per call).
-        interaction.save(force_insert=True)
-    return _answer_now(interaction, use_cache=use_cache)
+    # REST calls that reach the provider are visible as running while they wait;
+    # gateway calls, like streams, are written once, when answered. A cache hit
+    # is one INSERT either way.
+    return _answer_now(interaction, use_cache=use_cache, announce=mode != InteractionMode.GATEWAY)
 
 
 def _enqueue(interaction: AIInteraction, use_cache: bool, *, insert: bool = True) -> AIInteraction:
@@ -439,9 +303,11 @@ def _enqueue(interaction: AIInteraction, use_cache: bool, *, insert: bool = True
     return interaction
 
 
-def _answer_now(interaction: AIInteraction, *, use_cache: bool) -> AIInteraction:
+def _answer_now(
+    interaction: AIInteraction, *, use_cache: bool, announce: bool = False
+) -> AIInteraction:
     try:
-        interaction_run(interaction=interaction, use_cache=use_cache)
+        interaction_run(interaction=interaction, use_cache=use_cache, announce=announce)
     except ProviderCallError as error:
         raise _provider_error(interaction, error) from error
     return interaction

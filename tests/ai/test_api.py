@@ -7,8 +7,9 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
+from apps.ai_interactions.answer_cache import response_cache_key
 from apps.ai_interactions.models import AIInteraction
-from apps.ai_interactions.services import interaction_create, response_cache_key
+from apps.ai_interactions.services import interaction_create
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,8 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 
-from apps.ai_interactions.services import interaction_create, response_cache_key
+from apps.ai_interactions.answer_cache import response_cache_key
+from apps.ai_interactions.services import interaction_create
 
 pytestmark = pytest.mark.django_db
 

@@ -114,6 +114,26 @@ def test_openai_server_specific_params_reach_the_server(fake_openai, openai_prov
     assert {k: body[k] for k in params} == params
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(text="<html>gateway</html>", headers={"Content-Type": "application/json"}),
+        Reply(body={"choices": []}),
+        Reply(body={"choices": [{"finish_reason": "stop"}]}),
+        Reply(body=["not", "a", "completion"]),
+    ],
+    ids=["not-json", "no-choice", "no-message", "not-an-object"],
+)
+def test_openai_malformed_answer_is_an_invalid_response(fake_openai, openai_provider, reply):
+    fake_openai.script(reply)
+
+    with pytest.raises(ProviderCallError) as raised:
+        openai_provider.generate(messages=MESSAGES, model="m-1", params={}, timeout=5)
+
+    assert raised.value.error_type == "invalid_response"
+    assert raised.value.status == 200
+
+
 def test_openai_rate_limit_with_retry_after_then_success(fake_openai, openai_provider):
     fake_openai.script(Reply(status=429, headers={"Retry-After": "0"}))
     sleep = SleepRecorder()

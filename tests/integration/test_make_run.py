@@ -21,16 +21,9 @@ pytestmark = pytest.mark.server
 
 
 def http_post_json(url: str, body: dict, key: str) -> dict:
-    import urllib.request
-
-    request = urllib.request.Request(  # noqa: S310
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        return json.loads(response.read())
+    status, _, answer = http_get(url, json_body=body, headers={"Authorization": f"Bearer {key}"})
+    assert status < 300, answer
+    return json.loads(answer)
 
 
 CREATE_STAFF_KEY = """

@@ -64,3 +64,30 @@ def test_gunicorn_workers_are_summed_and_the_token_is_required(start_web):
         value(samples, "contextos_http_requests_total", view="metrics", method="GET", status="401")
         == 1
     )
+
+
+@pytest.mark.server
+def test_ai_calls_answered_by_gunicorn_are_counted_within_seconds(start_web, api_key):
+    base = start_web(WEB_CONCURRENCY="2", METRICS_TOKEN="scrape-token-0123456789")
+    for index in range(3):
+        status, _, body = http_get(
+            f"{base}/api/v1/ai/interactions/",
+            json_body={"prompt": f"counted {index}"},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        assert status == 201, body
+
+    # Web processes send their counts in batches, about once a second.
+    echo = {"provider": "echo", "model": "echo-1"}
+    ai = {**echo, "status": "succeeded", "cached": "false"}
+
+    def counted():
+        _, _, body = http_get(
+            f"{base}/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"}
+        )
+        samples = parse(body.decode())
+        return samples if value(samples, "contextos_ai_requests_total", **ai) == 3 else None
+
+    samples = wait_for(counted, timeout=10, message="gunicorn's counts never reached /metrics")
+    input_tokens = sum(AIInteraction.objects.values_list("input_tokens", flat=True))
+    assert value(samples, "contextos_ai_tokens_total", **echo, direction="input") == input_tokens

@@ -12,8 +12,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from apps.ai_interactions.answer_cache import response_cache_key
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
-from apps.ai_interactions.services import interaction_create, response_cache_key
+from apps.ai_interactions.services import interaction_create
 from apps.tasks.models import Task, TaskAttempt, TaskStatus
 from apps.tasks.services import task_submit
 from tests.integration.conftest import ROOT

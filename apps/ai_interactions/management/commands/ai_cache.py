@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.ai_interactions.services import response_cache_clear, response_cache_stats
+from apps.ai_interactions.answer_cache import response_cache_clear, response_cache_stats
 from contextos.exceptions import AppError
 
 

@@ -1,0 +1,239 @@
+"""The AI answer cache: answers in Redis, and one provider call per prompt at a time.
+
+An answer (text, finish reason, tokens, model) is kept under
+``ai:response:<prompt hash>`` for ``AI_CACHE_TTL`` seconds. Identical requests
+that arrive together make one provider call: the first takes the prompt's
+lock (``ai:lock:<prompt hash>``), the others poll until its answer is cached.
+Looking up an answer and taking the lock is one round trip (a Lua script),
+and so is caching the answer and releasing the lock.
+
+With Redis down, calls go on uncached and unlocked (logged). With the
+local-memory cache of the embedded default, answers are cached per process
+and nothing is locked.
+"""
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache as memoize
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from contextos.cache import cache_key
+from contextos.exceptions import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Polling interval of a request waiting for an identical one to be answered.
+WAIT_INTERVAL = 0.05
+
+# KEYS: answer, lock. ARGV: lock token, lock lifetime (ms).
+# Returns {1, answer} on a hit, {0, 1} when the lock was taken, {0, 0} when another holds it.
+_LOOKUP = """
+local answer = redis.call('GET', KEYS[1])
+if answer then return {1, answer} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
+return {0, 0}
+"""
+# KEYS: answer, lock. ARGV: lock token ('' for none), answer ('' for none), its lifetime (ms).
+# Caches the answer, and deletes the lock only if it is still this request's.
+_LAND = """
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+
+def response_cache_key(digest: str) -> str:
+    return cache_key("ai", "response", digest)
+
+
+def _lock_key(digest: str) -> str:
+    return cache_key("ai", "lock", digest)
+
+
+def _client() -> Any | None:
+    """django-redis' client behind the cache, or None for a cache without Redis."""
+    client = getattr(cache, "client", None)
+    return client if hasattr(client, "get_client") else None
+
+
+@memoize
+def _scripts() -> tuple[Any, Any]:
+    from redis.commands.core import Script
+
+    # Run with an explicit client each time: none is registered here.
+    return Script(None, _LOOKUP.encode()), Script(None, _LAND.encode())
+
+
+def _keys(client: Any, digest: str) -> list[Any]:
+    return [client.make_key(response_cache_key(digest)), client.make_key(_lock_key(digest))]
+
+
+def cached_answer(digest: str) -> dict[str, Any] | None:
+    return cache.get(response_cache_key(digest))  # a Redis outage reads as a miss
+
+
+def remember_answer(digest: str, answer: dict[str, Any], *, model: str) -> None:
+    """Cache ``answer`` (text, finish_reason, tokens) for the prompt ``digest``.
+
+    The model is kept with it so that ``ai_cache clear --model`` can find it.
+    """
+    cache.set(response_cache_key(digest), {**answer, "model": model}, timeout=settings.AI_CACHE_TTL)
+
+
+class Flight:
+    """One request's lookup of a prompt: the cached ``answer``, or the right to ask for it.
+
+    Without a cached answer, give the provider's to :meth:`keep`; it is cached
+    when the flight ends.
+    """
+
+    def __init__(self, digest: str, answer: dict[str, Any] | None = None) -> None:
+        self.digest = digest
+        self.answer = answer
+        self.waited = False
+        self.kept: dict[str, Any] | None = None
+        self._token: str | None = None
+
+    def keep(self, answer: dict[str, Any], *, model: str) -> None:
+        self.kept = {**answer, "model": model}
+
+
+@contextmanager
+def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
+    """Look ``digest`` up; on a miss, hold its lock until the answer is kept (see module).
+
+    Not ``enabled`` (a call with ``cache: false``), the flight finds and keeps nothing.
+    """
+    client = _client()
+    flight = Flight(digest)
+    if not enabled:
+        yield flight
+        return
+    if client is None:
+        flight.answer = cached_answer(digest)
+        yield flight
+        if flight.kept is not None:
+            cache.set(response_cache_key(digest), flight.kept, timeout=settings.AI_CACHE_TTL)
+        return
+    redis = client.get_client(write=True)
+    try:
+        _take(flight, client, redis)
+    except Exception as error:
+        logger.warning(
+            "AI answer cache unavailable (%s: %s); calling the provider uncached",
+            error.__class__.__name__,
+            error,
+        )
+        redis = None
+    try:
+        yield flight
+    finally:
+        if redis is not None:
+            _land(flight, client, redis)
+
+
+def _take(flight: Flight, client: Any, redis: Any) -> None:
+    """Find the cached answer, or take the lock, waiting while another request holds it."""
+    lookup, _ = _scripts()
+    token = secrets.token_hex(16)
+    hold = settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
+    keys = _keys(client, flight.digest)
+    deadline = time.monotonic() + hold
+    while True:
+        hit, value = lookup(keys=keys, args=[token, int(hold * 1000)], client=redis)
+        if hit:
+            flight.answer = client.decode(value)
+            return
+        if value:
+            flight._token = token
+            return
+        if time.monotonic() >= deadline:
+            logger.warning("Waited %.0f s for the AI cache lock; calling the provider", hold)
+            return
+        flight.waited = True
+        time.sleep(WAIT_INTERVAL)
+
+
+def _land(flight: Flight, client: Any, redis: Any) -> None:
+    """Cache the kept answer and release the lock, in one round trip."""
+    if flight.kept is None and flight._token is None:
+        return
+    _, land = _scripts()
+    answer = client.encode(flight.kept) if flight.kept is not None else b""
+    try:
+        land(
+            keys=_keys(client, flight.digest),
+            args=[flight._token or "", answer, settings.AI_CACHE_TTL * 1000],
+            client=redis,
+        )
+    except Exception as error:
+        logger.warning(
+            "Could not cache the AI answer for %s (%s: %s)",
+            flight.digest,
+            error.__class__.__name__,
+            error,
+        )
+
+
+# --- Operations: stats and clearing (ai_cache) -------------------------------------------
+
+
+def _redis() -> Any:
+    client = _client()
+    if client is None:
+        raise ServiceUnavailable("The AI answer cache needs Redis (REDIS_URL).")
+    return client
+
+
+def _cached_answer_keys(*, model: str | None) -> Iterator[list[bytes]]:
+    """Batches of the Redis keys of cached answers (by SCAN), for ``model`` or all."""
+    client = _redis()
+    redis = client.get_client(write=True)
+    batch: list[bytes] = []
+    for key in redis.scan_iter(match=client.make_key(response_cache_key("*")), count=1000):
+        batch.append(key)
+        if len(batch) == 500:
+            yield _of_model(client, redis, batch, model)
+            batch = []
+    if batch:
+        yield _of_model(client, redis, batch, model)
+
+
+def _of_model(client: Any, redis: Any, keys: list[bytes], model: str | None) -> list[bytes]:
+    if model is None:
+        return keys
+    values = redis.mget(keys)
+    return [
+        key
+        for key, value in zip(keys, values, strict=True)
+        if value is not None and (client.decode(value) or {}).get("model") == model
+    ]
+
+
+def response_cache_stats(*, model: str | None = None) -> dict[str, int]:
+    """How many answers are cached (for ``model`` or all) and the memory they take."""
+    redis = _redis().get_client(write=True)
+    keys = used = 0
+    for batch in _cached_answer_keys(model=model):
+        pipe = redis.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key)
+        used += sum(size or 0 for size in pipe.execute())
+        keys += len(batch)
+    return {"keys": keys, "bytes": used}
+
+
+def response_cache_clear(*, model: str | None = None) -> int:
+    """Delete cached answers (for ``model`` or all) by SCAN, never KEYS or FLUSHDB."""
+    redis = _redis().get_client(write=True)
+    removed = 0
+    for batch in _cached_answer_keys(model=model):
+        if batch:
+            removed += redis.unlink(*batch)
+    return removed
