@@ -6,5 +6,8 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and API keys"
 
     def ready(self) -> None:
-        # Registers the Bearer API key security scheme with drf-spectacular.
-        from apps.accounts import schema  # noqa: F401
+        # ``schema`` registers the Bearer API key security scheme with drf-spectacular;
+        # the key cache drops its copies when keys or users change.
+        from apps.accounts import key_cache, schema  # noqa: F401
+
+        key_cache.connect_signals()

@@ -4,6 +4,7 @@ import re
 
 from django.db.models import QuerySet
 
+from apps.accounts import key_cache
 from apps.accounts.models import APIKey
 from apps.accounts.services import DISPLAY_PREFIX_LENGTH, KEY_PREFIX, api_key_hash
 
@@ -11,10 +12,19 @@ _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9]{32,128}")
 
 
 def api_key_get_by_raw(*, raw_key: str) -> APIKey | None:
-    """The key whose raw value is ``raw_key`` (usable or not), or None."""
+    """The key whose raw value is ``raw_key`` (usable or not), or None.
+
+    Read through the cache of authenticated keys (:mod:`apps.accounts.key_cache`).
+    """
     if not _KEY_SHAPE.fullmatch(raw_key):
         return None
-    return APIKey.objects.select_related("user").filter(key_hash=api_key_hash(raw_key)).first()
+    digest = api_key_hash(raw_key)
+    api_key = key_cache.cached_key(digest)
+    if api_key is None:
+        api_key = APIKey.objects.select_related("user").filter(key_hash=digest).first()
+        if api_key is not None:
+            key_cache.remember(api_key)
+    return api_key
 
 
 def api_key_list(*, username: str | None = None, prefix: str | None = None) -> QuerySet[APIKey]:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
+from apps.accounts import key_cache
 from apps.accounts.models import APIKey
 
 KEY_PREFIX = "ctx_"
@@ -63,3 +64,4 @@ def api_key_record_use(*, api_key: APIKey) -> None:
         return
     APIKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     api_key.last_used_at = now
+    key_cache.refresh(api_key.key_hash)

@@ -200,6 +200,9 @@ HEALTH_READY_CACHE_SECONDS = env.float("HEALTH_READY_CACHE_SECONDS", default=1.0
 
 # --- REST framework ---------------------------------------------------------
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/min")
+# Authenticated API keys are kept in Redis this long (0: read from the database
+# at every request); revocation and deactivation take effect at once anyway.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

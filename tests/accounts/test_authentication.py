@@ -1,5 +1,6 @@
 """API key authentication: every way a key can be wrong answers 401 in the error format."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -74,6 +75,64 @@ def test_use_is_recorded_at_most_once_a_minute(api_client, user):
     assert first is not None
     api_client.get(ECHO)
     assert APIKey.objects.get(user=user).last_used_at == first
+
+
+# A used key is cached (API_KEY_CACHE_SECONDS); every change still holds at the next request.
+
+
+def test_repeated_requests_read_the_key_from_the_cache(api_client, user, django_assert_num_queries):
+    assert api_client.get(ECHO).status_code == 200  # reads the key, records its use
+    assert api_client.get(ECHO).status_code == 200  # reads the key with its last use
+    with django_assert_num_queries(0):
+        assert api_client.get(ECHO).json() == {"user": user.username}
+
+
+def test_a_used_key_stops_working_at_once_when_revoked(client_for, user):
+    api_key, raw_key = api_key_create(user=user)
+    client = client_for(raw_key)
+    assert client.get(ECHO).status_code == 200
+    assert client.get(ECHO).status_code == 200
+    api_key_revoke(api_key=api_key)
+    body = assert_401(client.get(ECHO), "authentication_failed")
+    assert "revoked" in body["error"]
+
+
+def test_a_used_key_stops_working_at_once_when_its_user_is_deactivated(api_client, user):
+    assert api_client.get(ECHO).status_code == 200
+    assert api_client.get(ECHO).status_code == 200
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert_401(api_client.get(ECHO), "authentication_failed")
+
+
+def test_a_used_key_stops_working_at_once_when_deleted_or_its_expiry_is_moved(client_for, user):
+    deleted, deleted_raw = api_key_create(user=user)
+    moved, moved_raw = api_key_create(user=user)
+    for raw_key in (deleted_raw, moved_raw, deleted_raw, moved_raw):
+        assert client_for(raw_key).get(ECHO).status_code == 200
+    deleted.delete()
+    moved.expires_at = timezone.now() - timedelta(seconds=1)
+    moved.save()  # as the admin's change form does
+    assert_401(client_for(deleted_raw).get(ECHO), "authentication_failed")
+    body = assert_401(client_for(moved_raw).get(ECHO), "authentication_failed")
+    assert "expired" in body["error"]
+
+
+def test_a_cached_key_expires_on_time(client_for, user):
+    _, raw_key = api_key_create(user=user, expires_at=timezone.now() + timedelta(seconds=1))
+    client = client_for(raw_key)
+    assert client.get(ECHO).status_code == 200
+    assert client.get(ECHO).status_code == 200
+    time.sleep(1.1)
+    body = assert_401(client.get(ECHO), "authentication_failed")
+    assert "expired" in body["error"]
+
+
+@override_settings(API_KEY_CACHE_SECONDS=0)
+def test_the_key_cache_can_be_turned_off(api_client, django_assert_num_queries):
+    assert api_client.get(ECHO).status_code == 200
+    with django_assert_num_queries(1):
+        assert api_client.get(ECHO).status_code == 200
 
 
 def test_key_shape(user):
