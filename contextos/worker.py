@@ -14,7 +14,8 @@ A connection that a task finished with, without an error, less than
 checked again. A server restart inside that window fails the next task's
 first query instead, as a restart between the check and the query always
 could: the task's message is kept or its row recovered like any failed
-delivery.
+delivery. Web processes apply the same rule to their pooled connections
+(:mod:`contextos.db`).
 
 Worker processes also batch their metric counts (:func:`contextos.metrics.batch_counts`).
 """
@@ -26,8 +27,7 @@ from celery import signals
 from django.db import close_old_connections, connections
 
 from contextos import metrics
-
-HEALTH_CHECK_GRACE_SECONDS = 1.0
+from contextos.db import HEALTH_CHECK_GRACE_SECONDS
 
 # When the last task of this process finished with all its connections sound.
 _sound_at: float | None = None

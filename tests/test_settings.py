@@ -134,7 +134,7 @@ def test_embedded_default_needs_no_server(tmp_path):
     assert engine == "django.db.backends.sqlite3"
     assert cache.endswith("LocMemCache")
     assert broker == "filesystem://"
-    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    assert settings.DATABASES["default"]["ENGINE"] == "contextos.postgresql"  # pooled
 
 
 def test_a_bad_log_format_stops_start_up():

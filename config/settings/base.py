@@ -117,6 +117,9 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=16),
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=2.0),
         }
+        # Django's backend, checking pooled connections only after a pause
+        # (contextos.db) instead of at every request.
+        _db["ENGINE"] = "contextos.postgresql"
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     # Drop connections a restarted server has closed before using them, so
