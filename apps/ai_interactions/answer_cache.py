@@ -93,10 +93,9 @@ class Flight:
     when the flight ends.
     """
 
-    def __init__(self, digest: str, answer: dict[str, Any] | None = None) -> None:
+    def __init__(self, digest: str) -> None:
         self.digest = digest
-        self.answer = answer
-        self.waited = False
+        self.answer: dict[str, Any] | None = None
         self.kept: dict[str, Any] | None = None
         self._token: str | None = None
 
@@ -156,7 +155,6 @@ def _take(flight: Flight, client: Any, redis: Any) -> None:
         if time.monotonic() >= deadline:
             logger.warning("Waited %.0f s for the AI cache lock; calling the provider", hold)
             return
-        flight.waited = True
         time.sleep(WAIT_INTERVAL)
 
 
