@@ -10,7 +10,7 @@ from contextos.broker import guard_redis_reconnect, reuse_redis_clients
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
 app = Celery("contextos")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+app.config_from_object("config.celery_settings:CELERY", namespace="CELERY")
 app.autodiscover_tasks()
 app.steps["consumer"].add(RedispatchOnConnect)
 guard_redis_reconnect()

@@ -1,8 +1,12 @@
-"""Serializers every app shares: the error body and strict input validation."""
+"""Serializers every app shares: the error body, strict input validation, and the
+value formats of hand-written representations."""
 
 from collections.abc import Mapping
+from datetime import datetime
+from decimal import Context, Decimal
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from contextos.parsers import json_strings
@@ -39,3 +43,25 @@ class StrictInputSerializer(serializers.Serializer):
 
 def has_null_character(value: Any) -> bool:
     return any("\x00" in text for text in json_strings(value))
+
+
+# Hand-written ``to_representation`` methods (responses built on every request)
+# write values as DRF's fields would; their tests compare them with DRF's output.
+
+
+def iso_datetime(value: datetime | None) -> str | None:
+    """As ``DateTimeField``: ISO 8601 in the current time zone, ``Z`` for UTC."""
+    if not value:
+        return None
+    if timezone.is_aware(value):
+        value = value.astimezone(timezone.get_current_timezone())
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def decimal_string(value: Decimal | None, *, max_digits: int, decimal_places: int) -> str | None:
+    """As ``DecimalField(max_digits, decimal_places)``: a fixed-point string."""
+    if value is None:
+        return None
+    quantum = Decimal(1).scaleb(-decimal_places)
+    return f"{Decimal(value).quantize(quantum, context=Context(prec=max_digits)):f}"

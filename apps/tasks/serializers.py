@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.tasks.models import Task, TaskStatus
-from contextos.serializers import StrictInputSerializer
+from contextos.serializers import StrictInputSerializer, iso_datetime
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
@@ -58,6 +58,32 @@ class TaskSerializer(serializers.Serializer):
         if task.error_traceback and request is not None and request.user.is_staff:
             error["traceback"] = task.error_traceback
         return error
+
+    def to_representation(self, task: Task) -> dict[str, Any]:
+        # Written out: DRF's generic path copies every field (the nested progress
+        # included) for each response, a tenth of a submission (measured). The
+        # fields above still describe the schema; a test holds the two outputs equal.
+        progress = task.progress
+        return {
+            "id": str(task.id),
+            "type": task.type,
+            "params": task.params,
+            "status": task.status,
+            "progress": None
+            if progress is None
+            else {
+                "current": int(progress["current"]),
+                "total": int(progress["total"]),
+                "percent": float(progress["percent"]),
+                "message": str(progress["message"]),
+            },
+            "result": task.result,
+            "error": self.get_error(task),
+            "attempt": task.attempt,
+            "created_at": iso_datetime(task.created_at),
+            "started_at": iso_datetime(task.started_at),
+            "finished_at": iso_datetime(task.finished_at),
+        }
 
 
 class TaskTypeSerializer(serializers.Serializer):
