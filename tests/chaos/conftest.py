@@ -83,6 +83,43 @@ def run_recovery(**env: str) -> dict[str, int]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def finish_with_recovery(
+    unfinished: Any,
+    broker_url: str,
+    *,
+    timeout: float,
+    describe: Callable[[list[dict]], str] = str,
+) -> int:
+    """Wait until the queryset ``unfinished`` is empty; return how many tasks recovery
+    published again.
+
+    A message a worker took the instant it was killed, or the instant Redis went
+    away, is gone with it (Redis broker) and its task stays queued. Recovery
+    publishes such tasks again; it is scheduled every few minutes, and here runs
+    whenever the work stops moving for 15 s.
+    """
+    recovery_env = {
+        "CELERY_BROKER_URL": broker_url,
+        "CONTEXTOS_TEST_QUEUE": QUEUE,
+        "TASK_REPUBLISH_QUEUED_AFTER_SECONDS": "10",
+    }
+    republished = 0
+    deadline = time.monotonic() + timeout
+    last_left, moved_at = None, time.monotonic()
+    while left := unfinished.count():
+        now = time.monotonic()
+        if now > deadline:
+            rows = list(unfinished.values("id", "status", "worker", "celery_task_id"))
+            raise AssertionError(f"{left} tasks unfinished: {describe(rows)}")
+        if left != last_left:
+            last_left, moved_at = left, now
+        elif now - moved_at > 15:
+            republished += run_recovery(**recovery_env)["republished"]
+            moved_at = time.monotonic()
+        time.sleep(0.5)
+    return republished
+
+
 # --- Redis ---------------------------------------------------------------------------
 
 

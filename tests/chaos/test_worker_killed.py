@@ -7,7 +7,7 @@ import threading
 import time
 
 from apps.tasks.models import Task, TaskStatus
-from tests.chaos.conftest import QUEUE, Client, process_group, run_recovery, wait_for
+from tests.chaos.conftest import QUEUE, Client, finish_with_recovery, process_group, wait_for
 from tests.tasktypes import completed_runs
 
 TASKS = 200
@@ -103,32 +103,14 @@ def test_worker_killed_twice_while_running_200_tasks(serve, chaos_key):
         running_when_killed += tasks.filter(status=TaskStatus.RUNNING).count()
         current = worker()
 
-    # Left alone, a message taken by a worker the instant it was killed is lost (Redis
-    # broker) and its task stays queued: recovery publishes it again. It is scheduled
-    # every few minutes; here it runs when the work stops moving for 15 s.
-    recovery_env = {
-        "CELERY_BROKER_URL": services.redis.broker_url,
-        "CONTEXTOS_TEST_QUEUE": QUEUE,
-        "TASK_REPUBLISH_QUEUED_AFTER_SECONDS": "10",
-    }
-    unfinished = tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
-    republished = 0
-    deadline = time.monotonic() + 240
-    last_left, moved_at = TASKS, time.monotonic()
-    while left := unfinished.count():
-        now = time.monotonic()
-        if now > deadline:
-            rows = list(unfinished.values("id", "status", "worker", "celery_task_id"))
-            raise AssertionError(
-                f"{left} tasks unfinished: {rows[:5]}; "
-                f"their messages in the broker: {messages_of(services.redis, rows)}"
-            )
-        if left != last_left:
-            last_left, moved_at = left, now
-        elif now - moved_at > 15:
-            republished += run_recovery(**recovery_env)["republished"]
-            moved_at = time.monotonic()
-        time.sleep(0.5)
+    republished = finish_with_recovery(
+        tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]),
+        services.redis.broker_url,
+        timeout=240,
+        describe=lambda rows: (
+            f"{rows[:5]}; their messages in the broker: {messages_of(services.redis, rows)}"
+        ),
+    )
 
     succeeded = tasks.filter(status=TaskStatus.SUCCEEDED).count()
     runs = {task_id: completed_runs(task_id) for task_id in ids}
