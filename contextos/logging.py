@@ -7,6 +7,8 @@ so the task's log lines carry it too.
 
 import json
 import logging
+import threading
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +38,40 @@ class ContextFilter(logging.Filter):
         request = getattr(task, "request", None) if task else None
         record.task_id = getattr(request, "id", None)
         record.task_name = getattr(task, "name", None) if record.task_id else None
+        return True
+
+
+class OncePerInterval(logging.Filter):
+    """Let one record of a kind through per ``seconds``; the next says how many were dropped.
+
+    For loggers that would write the same failure on every request while a
+    dependency is down (the cache): the outage stays visible, its traceback
+    once, without a line per request. A kind is the logger, the message and
+    the exception's type.
+    """
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._seen: dict[tuple, tuple[float, int]] = {}
+
+    def forget(self) -> None:
+        """Start afresh: the next record of every kind goes through."""
+        with self._lock:
+            self._seen.clear()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, record.msg, record.exc_info[0] if record.exc_info else None)
+        now = time.monotonic()
+        with self._lock:
+            shown_at, dropped = self._seen.get(kind, (None, 0))
+            if shown_at is not None and now - shown_at < self.seconds:
+                self._seen[kind] = (shown_at, dropped + 1)
+                return False
+            self._seen[kind] = (now, 0)
+        if dropped:
+            record.msg = f"{record.msg} [and {dropped} more like it in {self.seconds:g} s]"
         return True
 
 

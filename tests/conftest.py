@@ -74,6 +74,19 @@ def openai_model(fake_openai, settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_log_filters():
+    """Each test sees its own first log line of a kind (OncePerInterval drops repeats)."""
+    import logging
+
+    from contextos.logging import OncePerInterval
+
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for log_filter in getattr(logger, "filters", []):
+            if isinstance(log_filter, OncePerInterval):
+                log_filter.forget()
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     """Each test starts with an empty cache (throttle counters included)."""
     from django.core.cache import cache

@@ -405,7 +405,11 @@ LOG_FORMAT = log_format("text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "contextos.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "contextos.logging.ContextFilter"},
+        # While Redis is down, every request would log the same cache failure.
+        "once_per_10s": {"()": "contextos.logging.OncePerInterval", "seconds": 10.0},
+    },
     "formatters": {
         "text": {
             "format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s",
@@ -423,5 +427,7 @@ LOGGING = {
     "loggers": {
         "django.server": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        "contextos.cache": {"filters": ["once_per_10s"]},
+        "apps.ai_interactions.answer_cache": {"filters": ["once_per_10s"]},
     },
 }
