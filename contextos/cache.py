@@ -10,15 +10,19 @@ def cache_key(namespace: str, *parts: object) -> str:
     return ":".join([namespace, *(str(part) for part in parts)])
 
 
+def django_redis_client(alias: str = "default") -> Any | None:
+    """django-redis' client of the cache (keys, serialization), or None when it is not Redis."""
+    client = getattr(caches[alias], "client", None)
+    return client if hasattr(client, "get_client") else None
+
+
 def redis_client(alias: str = "default") -> Any | None:
     """The raw Redis client behind the cache, or None when the cache is not Redis.
 
     Unlike the cache's own calls, its errors are raised, not ignored.
     """
-    client = getattr(caches[alias], "client", None)
-    if client is not None and hasattr(client, "get_client"):
-        return client.get_client(write=True)
-    return None
+    client = django_redis_client(alias)
+    return client.get_client(write=True) if client is not None else None
 
 
 def cache_ping(alias: str = "default") -> None:

@@ -20,6 +20,8 @@ import time
 import weakref
 from typing import Any
 
+from psycopg_pool import ConnectionPool
+
 HEALTH_CHECK_GRACE_SECONDS = 1.0
 
 # When the pool last handed out each of its connections.
@@ -28,8 +30,6 @@ _handed_out_at: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDiction
 
 def pool_check(connection: Any) -> None:
     """The pool's ``check``: raise if ``connection`` is broken, unless it was in use just now."""
-    from psycopg_pool import ConnectionPool
-
     now = time.monotonic()
     last = _handed_out_at.get(connection)
     _handed_out_at[connection] = now

@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from apps.accounts.models import APIKey
-from contextos.cache import cache_key, redis_client
+from contextos.cache import cache_key, django_redis_client
 
 # Longer than any request takes between reading a key and caching it.
 TOMBSTONE_SECONDS = 10
@@ -35,7 +35,7 @@ _TOMBSTONE = "forgotten"
 
 
 def _enabled() -> bool:
-    return settings.API_KEY_CACHE_SECONDS > 0 and redis_client() is not None
+    return settings.API_KEY_CACHE_SECONDS > 0 and django_redis_client() is not None
 
 
 def _key(digest: str) -> str:
@@ -57,7 +57,7 @@ def remember(api_key: APIKey) -> None:
 
 
 def forget(digests: list[str]) -> None:
-    """Drop the cached keys of ``digests``, now and when the current transaction commits."""
+    """Drop the cached keys of ``digests``, now and (inside a transaction) when it commits."""
     if not digests or not _enabled():
         return
 
@@ -65,7 +65,8 @@ def forget(digests: list[str]) -> None:
         cache.set_many(dict.fromkeys(map(_key, digests), _TOMBSTONE), timeout=TOMBSTONE_SECONDS)
 
     tombstones()
-    transaction.on_commit(tombstones)
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(tombstones)
 
 
 def refresh(digest: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from contextos.cache import cache_key
+from contextos.cache import cache_key, django_redis_client
 from contextos.exceptions import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -56,12 +56,6 @@ def _lock_key(digest: str) -> str:
     return cache_key("ai", "lock", digest)
 
 
-def _client() -> Any | None:
-    """django-redis' client behind the cache, or None for a cache without Redis."""
-    client = getattr(cache, "client", None)
-    return client if hasattr(client, "get_client") else None
-
-
 @memoize
 def _scripts() -> tuple[Any, Any]:
     from redis.commands.core import Script
@@ -78,12 +72,18 @@ def cached_answer(digest: str) -> dict[str, Any] | None:
     return cache.get(response_cache_key(digest))  # a Redis outage reads as a miss
 
 
-def remember_answer(digest: str, answer: dict[str, Any], *, model: str) -> None:
-    """Cache ``answer`` (text, finish_reason, tokens) for the prompt ``digest``.
+def _cached_value(answer: dict[str, Any], model: str) -> dict[str, Any]:
+    # The model is kept with the answer so that ``ai_cache clear --model`` can find it.
+    return {**answer, "model": model}
 
-    The model is kept with it so that ``ai_cache clear --model`` can find it.
-    """
-    cache.set(response_cache_key(digest), {**answer, "model": model}, timeout=settings.AI_CACHE_TTL)
+
+def remember_answer(digest: str, answer: dict[str, Any], *, model: str) -> None:
+    """Cache ``answer`` (text, finish_reason, tokens) of ``model`` for the prompt ``digest``."""
+    _store(digest, _cached_value(answer, model))
+
+
+def _store(digest: str, value: dict[str, Any]) -> None:
+    cache.set(response_cache_key(digest), value, timeout=settings.AI_CACHE_TTL)
 
 
 class Flight:
@@ -100,7 +100,7 @@ class Flight:
         self._token: str | None = None
 
     def keep(self, answer: dict[str, Any], *, model: str) -> None:
-        self.kept = {**answer, "model": model}
+        self.kept = _cached_value(answer, model)
 
 
 @contextmanager
@@ -109,7 +109,7 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
 
     Not ``enabled`` (a call with ``cache: false``), the flight finds and keeps nothing.
     """
-    client = _client()
+    client = django_redis_client()
     flight = Flight(digest)
     if not enabled:
         yield flight
@@ -118,7 +118,7 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
         flight.answer = cached_answer(digest)
         yield flight
         if flight.kept is not None:
-            cache.set(response_cache_key(digest), flight.kept, timeout=settings.AI_CACHE_TTL)
+            _store(digest, flight.kept)
         return
     redis = client.get_client(write=True)
     try:
@@ -183,7 +183,7 @@ def _land(flight: Flight, client: Any, redis: Any) -> None:
 
 
 def _redis() -> Any:
-    client = _client()
+    client = django_redis_client()
     if client is None:
         raise ServiceUnavailable("The AI answer cache needs Redis (REDIS_URL).")
     return client

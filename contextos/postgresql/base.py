@@ -8,6 +8,7 @@ Django gives its psycopg pool a check that costs a round trip per request
 from typing import Any
 
 from django.db.backends.postgresql import base
+from psycopg_pool import ConnectionPool
 
 from contextos.db import pool_check
 
@@ -16,6 +17,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def pool(self) -> Any:
         pool = super().pool
-        if pool is not None and getattr(pool, "_check", None) is not None:
+        # Django's check (CONN_HEALTH_CHECKS) is replaced once, when the pool is made.
+        if pool is not None and getattr(pool, "_check", None) is ConnectionPool.check_connection:
             pool._check = pool_check
         return pool

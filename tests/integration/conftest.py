@@ -163,19 +163,21 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str =
     raise AssertionError(message or f"condition not met within {timeout} s")
 
 
-def http_get(
-    url: str, *, headers: dict[str, str] | None = None, timeout: float = 10, json_body=None
-):
-    """GET ``url`` (POST when ``json_body`` is given); return (status, headers, body)
-    without raising on 4xx/5xx."""
+def http_get(url: str, *, headers: dict[str, str] | None = None, timeout: float = 10):
+    """GET ``url``; return (status, headers, body) without raising on 4xx/5xx."""
+    return _http(url, headers=headers or {}, timeout=timeout)
+
+
+def http_post_json(url: str, body: dict, *, headers: dict[str, str] | None = None):
+    """POST ``body`` as JSON; return (status, headers, body) without raising on 4xx/5xx."""
+    headers = {**(headers or {}), "Content-Type": "application/json"}
+    return _http(url, headers=headers, timeout=10, data=json.dumps(body).encode())
+
+
+def _http(url: str, *, headers: dict[str, str], timeout: float, data: bytes | None = None):
     import urllib.error
     import urllib.request
 
-    headers = dict(headers or {})
-    data = None
-    if json_body is not None:
-        data = json.dumps(json_body).encode()
-        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

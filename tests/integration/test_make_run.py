@@ -11,6 +11,7 @@ from tests.integration.conftest import (
     ROOT,
     free_port,
     http_get,
+    http_post_json,
     process_env,
     stop,
     wait_for,
@@ -20,8 +21,8 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.server
 
 
-def http_post_json(url: str, body: dict, key: str) -> dict:
-    status, _, answer = http_get(url, json_body=body, headers={"Authorization": f"Bearer {key}"})
+def post_json(url: str, body: dict, key: str) -> dict:
+    status, _, answer = http_post_json(url, body, headers={"Authorization": f"Bearer {key}"})
     assert status < 300, answer
     return json.loads(answer)
 
@@ -88,7 +89,7 @@ def test_make_run_serves_with_no_configuration(tmp_path, static_root):
         assert (tmp_path / "contextos.sqlite3").exists()
 
         # A task runs in the worker and reports its progress and end through the API.
-        submitted = http_post_json(
+        submitted = post_json(
             f"{base}/api/v1/tasks/",
             {"type": "diagnostics.sleep", "params": {"seconds": 1, "steps": 2}},
             key,

@@ -3,7 +3,7 @@
 import pytest
 
 from apps.ai_interactions.models import AIInteraction
-from tests.integration.conftest import http_get, wait_for
+from tests.integration.conftest import http_get, http_post_json, wait_for
 from tests.prometheus import parse, scrape, value
 
 
@@ -70,9 +70,9 @@ def test_gunicorn_workers_are_summed_and_the_token_is_required(start_web):
 def test_ai_calls_answered_by_gunicorn_are_counted_within_seconds(start_web, api_key):
     base = start_web(WEB_CONCURRENCY="2", METRICS_TOKEN="scrape-token-0123456789")
     for index in range(3):
-        status, _, body = http_get(
+        status, _, body = http_post_json(
             f"{base}/api/v1/ai/interactions/",
-            json_body={"prompt": f"counted {index}"},
+            {"prompt": f"counted {index}"},
             headers={"Authorization": f"Bearer {api_key}"},
         )
         assert status == 201, body
