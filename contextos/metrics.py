@@ -4,8 +4,9 @@ HTTP counts and latencies are kept by each web process; with
 ``PROMETHEUS_MULTIPROC_DIR`` set (``scripts/start-web`` sets it for gunicorn)
 every worker process writes them to its own file there and a scrape sums
 the files. Counters of work that may finish in a Celery worker (AI calls,
-tasks) are :class:`SharedCounter` s kept in Redis hashes, so ``/metrics``
-shows what every worker did, whatever machine or container it runs on.
+tasks) are :class:`SharedCounter` s kept in Redis hashes (in a table of the
+database when Redis is not configured), so ``/metrics`` shows what every
+worker did, whatever machine or container it runs on.
 Apps declare their shared counters and register collectors of their own
 (gauges read at scrape time) with :func:`register`.
 """
@@ -21,6 +22,7 @@ from functools import cache as memoize
 from typing import Any
 
 from django.core.cache import cache
+from django.db import connection, connections, transaction
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CollectorRegistry,
@@ -80,7 +82,7 @@ def observe_request(request: HttpRequest, response: HttpResponse, seconds: float
     children[1].observe(seconds)
 
 
-# --- Counters shared by every process, in Redis -----------------------------------------
+# --- Counters shared by every process, in Redis or the database ------------------------
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,10 @@ class Increment:
 
 
 class SharedCounter:
-    """A counter family kept in one Redis hash: a field per label set, summed by every process."""
+    """A counter family kept in one Redis hash: a field per label set, summed by every process.
+
+    Without Redis, a row of ``MetricCount`` per label set holds each total.
+    """
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
         self.name = name.removesuffix("_total")
@@ -112,59 +117,78 @@ class SharedCounter:
 
 _shared_counters: list[SharedCounter] = []
 
-
-class _LocalCounts:
-    """Without Redis (the embedded default) each process counts what it did itself."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[str, dict[str, float]] = {}
-
-    def add_amounts(self, amounts: dict[tuple[str, str], int | float]) -> None:
-        with self._lock:
-            for (key, labels), amount in amounts.items():
-                fields = self._values.setdefault(key, {})
-                fields[labels] = fields.get(labels, 0) + amount
-
-    def read(self, key: str) -> dict[str, float]:
-        with self._lock:
-            return dict(self._values.get(key, {}))
+# Sums of increments, one per counter and label set.
+Amounts = dict[tuple[SharedCounter, str], int | float]
 
 
-_local_counts = _LocalCounts()
-
-
-def _send(redis: Any, amounts: dict[tuple[str, str], int | float]) -> None:
+def _send(amounts: Amounts) -> None:
+    """Add ``amounts`` to the shared totals, in one round trip; errors are raised."""
+    redis = redis_client()
+    if redis is None:
+        _add_to_table(amounts)
+        return
     pipe = redis.pipeline(transaction=False)
-    for (key, labels), amount in amounts.items():
+    for (counter, labels), amount in amounts.items():
         if isinstance(amount, int):
-            pipe.hincrby(key, labels, amount)
+            pipe.hincrby(counter.key, labels, amount)
         else:
-            pipe.hincrbyfloat(key, labels, amount)
+            pipe.hincrbyfloat(counter.key, labels, amount)
     pipe.execute()
 
 
-def _summed(increments: Iterable[Increment]) -> dict[tuple[str, str], int | float]:
-    amounts: dict[tuple[str, str], int | float] = {}
+def _add_to_table(amounts: Amounts) -> None:
+    """One upsert adding every amount to its row: atomic on SQLite and PostgreSQL alike,
+    so increments from any number of processes are never lost."""
+    # Imported here: gunicorn loads this module (config.gunicorn) before Django's apps.
+    from contextos.models import MetricCount
+
+    quote = connection.ops.quote_name
+    table, value = quote(MetricCount._meta.db_table), quote("value")
+    rows = ", ".join(["(%s, %s, %s)"] * len(amounts))
+    # A savepoint inside a caller's transaction: a failure here must not break it.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({quote('metric')}, {quote('labels')}, {value}) "  # noqa: S608
+            f"VALUES {rows} ON CONFLICT ({quote('metric')}, {quote('labels')}) "
+            f"DO UPDATE SET {value} = {table}.{value} + excluded.{value}",
+            [
+                parameter
+                for (counter, labels), amount in amounts.items()
+                for parameter in (counter.name, labels, amount)
+            ],
+        )
+
+
+def _table_values() -> list[dict[str, float]]:
+    from contextos.models import MetricCount
+
+    fields: dict[str, dict[str, float]] = {}
+    for metric, labels, value in MetricCount.objects.values_list("metric", "labels", "value"):
+        fields.setdefault(metric, {})[labels] = value
+    return [fields.get(counter.name, {}) for counter in _shared_counters]
+
+
+def _summed(increments: Iterable[Increment]) -> Amounts:
+    amounts: Amounts = {}
     for increment in increments:
-        field = (increment.counter.key, increment.labels)
+        field = (increment.counter, increment.labels)
         amounts[field] = amounts.get(field, 0) + increment.amount
     return amounts
 
 
 class _Batch:
-    """A process's increments, summed in memory and sent to Redis together.
+    """A process's increments, summed in memory and sent to Redis (or the database) together.
 
     A task's or a request's counters then cost it no round trip of its own: a thread of the
     process sends what is pending every ``interval`` seconds, and the process
     sends the rest when it stops. The sums are one per label set, so while
-    Redis is away they are kept, bounded, for the next try.
+    Redis (or the database) is away they are kept, bounded, for the next try.
     """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], int | float] = {}
+        self._pending: Amounts = {}
         self._flusher_pid: int | None = None
         os.register_at_fork(after_in_child=self._forget_parent)
 
@@ -186,6 +210,8 @@ class _Batch:
         while True:
             time.sleep(self.interval)
             self.flush()
+            # A database connection this thread opened goes back to the pool (or closes).
+            connections.close_all()
 
     def flush(self) -> None:
         with self._lock:
@@ -193,11 +219,7 @@ class _Batch:
         if not pending:
             return
         try:
-            redis = redis_client()
-            if redis is None:
-                _local_counts.add_amounts(pending)
-                return
-            _send(redis, pending)
+            _send(pending)
         except Exception as exc:
             logger.warning("Metrics not sent yet (%s: %s)", exc.__class__.__name__, exc)
             with self._lock:
@@ -225,8 +247,8 @@ def flush_counts() -> None:
 
 
 def count(*increments: Increment) -> None:
-    """Add ``increments`` to their shared counters: at once, in one round trip to Redis,
-    or within a second in a process that batches them.
+    """Add ``increments`` to their shared counters: at once, in one round trip to Redis
+    (or the database), or within a second in a process that batches them.
 
     A Redis outage loses these counts outside workers (logged); it never fails the caller.
     """
@@ -234,11 +256,7 @@ def count(*increments: Increment) -> None:
         _batch.add(increments)
         return
     try:
-        redis = redis_client()
-        if redis is None:
-            _local_counts.add_amounts(_summed(increments))
-            return
-        _send(redis, _summed(increments))
+        _send(_summed(increments))
     except Exception as exc:
         logger.warning("Metrics not counted (%s: %s)", exc.__class__.__name__, exc)
 
@@ -246,7 +264,7 @@ def count(*increments: Increment) -> None:
 def _shared_values() -> list[dict[Any, Any]]:
     redis = redis_client()
     if redis is None:
-        return [_local_counts.read(counter.key) for counter in _shared_counters]
+        return _table_values()
     pipe = redis.pipeline(transaction=False)
     for counter in _shared_counters:
         pipe.hgetall(counter.key)

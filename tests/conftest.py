@@ -96,6 +96,26 @@ def _clear_cache():
 
 
 @pytest.fixture
+def database_cache(settings):
+    """The cache of the embedded default (no ``REDIS_URL``): a table of the database."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "contextos_cache",
+            "KEY_PREFIX": "contextos",
+        }
+    }
+
+
+@pytest.fixture(params=["redis", "database"])
+def each_shared_cache(request):
+    """Run the test with Redis, then with the embedded default's database cache."""
+    if request.param == "database":
+        request.getfixturevalue("database_cache")
+    return request.param
+
+
+@pytest.fixture
 def blackhole_port():
     """A port that accepts TCP connections and never answers (a hung server)."""
     import socket

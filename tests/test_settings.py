@@ -69,6 +69,37 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "SECRET_KEY" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "secret_key",
+    [
+        "change-me",
+        "change-me-local-trial-only-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        secrets.token_urlsafe(50)[:49],
+    ],
+    ids=["placeholder", "long-placeholder", "49-characters"],
+)
+def test_production_refuses_a_placeholder_or_short_secret_key(secret_key):
+    result = manage(
+        "check",
+        DJANGO_SETTINGS_MODULE="config.settings.prod",
+        SECRET_KEY=secret_key,
+        ALLOWED_HOSTS="contextos.example.com",
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY" in result.stderr
+    assert "secrets.token_urlsafe(50)" in result.stderr
+
+
+def test_production_accepts_a_random_secret_key_of_50_characters():
+    result = manage(
+        "check",
+        DJANGO_SETTINGS_MODULE="config.settings.prod",
+        SECRET_KEY=secrets.token_urlsafe(50)[:50],
+        ALLOWED_HOSTS="contextos.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_production_logs_are_json_lines():
     result = manage(
         "shell",
@@ -100,16 +131,6 @@ def test_schema_generates_without_warnings(tmp_path):
         assert f"{path}:" in schema
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
-def test_docs_pages_load_their_assets_locally(anon_client, page):
-    response = anon_client.get(page)
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "cdn" not in html.lower()
-    assert "drf_spectacular_sidecar" in html
-
-
 def test_embedded_default_needs_no_server(tmp_path):
     code = (
         "from django.conf import settings as s; "
@@ -132,8 +153,8 @@ def test_embedded_default_needs_no_server(tmp_path):
     )
     engine, cache, broker = result.stdout.strip().splitlines()[-1].split()
     assert engine == "django.db.backends.sqlite3"
-    assert cache.endswith("LocMemCache")
-    assert broker == "filesystem://"
+    assert cache.endswith("DatabaseCache")  # shared by every process, in the SQLite file
+    assert broker == "filesystem://localhost//"
     assert settings.DATABASES["default"]["ENGINE"] == "contextos.postgresql"  # pooled
 
 
@@ -141,25 +162,6 @@ def test_a_bad_log_format_stops_start_up():
     result = manage("check", LOG_FORMAT="xml")
     assert result.returncode != 0
     assert "LOG_FORMAT must be one of" in result.stderr
-
-
-def test_env_example_documents_every_setting_read_from_the_environment():
-    import re
-
-    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
-    read = set()
-    for source in [*(ROOT / "config" / "settings").glob("*.py"), *(ROOT / "scripts").iterdir()]:
-        text = source.read_text()
-        read |= set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', text))
-        read |= set(re.findall(r"\$\{([A-Z_]+)", text))
-    internal = {
-        "BIND_ADDRESS",
-        "CELERY_HOSTNAME",
-        "FLOWER_ADDRESS",
-        "FLOWER_UNAUTHENTICATED",
-        "WEB_ACCESS_LOG",
-    }
-    assert read - internal - documented == set()
 
 
 SHOW_SYNCHRONOUS_COMMIT = (

@@ -14,8 +14,9 @@ holds from the next request in every process. The entry's lifetime bounds
 what a change made around the models (raw SQL, a Redis partition during the
 change) can miss.
 
-Only a cache shared by every process is used: with the local-memory cache
-of the embedded default, keys are read from the database each time.
+Only Redis is used: the embedded default's cache is a table of the database,
+where reading a cached key would cost the query it saves, so keys are read
+from the database each time (and every process sees a change at once).
 """
 
 from typing import Any

@@ -7,9 +7,9 @@ lock (``ai:lock:<prompt hash>``), the others poll until its answer is cached.
 Looking up an answer and taking the lock is one round trip (a Lua script),
 and so is caching the answer and releasing the lock.
 
-With Redis down, calls go on uncached and unlocked (logged). With the
-local-memory cache of the embedded default, answers are cached per process
-and nothing is locked.
+With Redis down, calls go on uncached and unlocked (logged). Without Redis
+(the embedded default's database cache) the same is done with the cache's
+atomic ``add`` for the lock, a few more round trips.
 """
 
 import logging
@@ -115,10 +115,11 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
         yield flight
         return
     if client is None:
-        flight.answer = cached_answer(digest)
-        yield flight
-        if flight.kept is not None:
-            _store(digest, flight.kept)
+        _take_with_add(flight)
+        try:
+            yield flight
+        finally:
+            _land_with_set(flight)
         return
     redis = client.get_client(write=True)
     try:
@@ -137,11 +138,16 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
             _land(flight, client, redis)
 
 
+def _lock_seconds() -> float:
+    # Longer than the provider may take with every retry.
+    return settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
+
+
 def _take(flight: Flight, client: Any, redis: Any) -> None:
     """Find the cached answer, or take the lock, waiting while another request holds it."""
     lookup, _ = _scripts()
     token = secrets.token_hex(16)
-    hold = settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
+    hold = _lock_seconds()
     keys = _keys(client, flight.digest)
     deadline = time.monotonic() + hold
     while True:
@@ -177,6 +183,34 @@ def _land(flight: Flight, client: Any, redis: Any) -> None:
             error.__class__.__name__,
             error,
         )
+
+
+def _take_with_add(flight: Flight) -> None:
+    """:func:`_take` for a cache without scripts: a lookup, then ``add`` of the lock."""
+    token = secrets.token_hex(16)
+    hold = _lock_seconds()
+    deadline = time.monotonic() + hold
+    while True:
+        flight.answer = cached_answer(flight.digest)
+        if flight.answer is not None:
+            return
+        if cache.add(_lock_key(flight.digest), token, timeout=int(hold)):
+            flight._token = token
+            # Answered and unlocked by another request between the lookup and the add.
+            flight.answer = cached_answer(flight.digest)
+            return
+        if time.monotonic() >= deadline:
+            logger.warning("Waited %.0f s for the AI cache lock; calling the provider", hold)
+            return
+        time.sleep(WAIT_INTERVAL)
+
+
+def _land_with_set(flight: Flight) -> None:
+    """:func:`_land` for a cache without scripts: cache the answer, then release the lock."""
+    if flight.kept is not None:
+        _store(flight.digest, flight.kept)
+    if flight._token is not None and cache.get(_lock_key(flight.digest)) == flight._token:
+        cache.delete(_lock_key(flight.digest))
 
 
 # --- Operations: stats and clearing (ai_cache) -------------------------------------------

@@ -144,7 +144,9 @@ def test_key_shape(user):
 
 
 @override_settings(API_RATE_LIMIT="3/min")
-def test_throttled_per_key_with_retry_after(api_client, client_for, staff_api_key):
+def test_throttled_per_key_with_retry_after(
+    api_client, client_for, staff_api_key, each_shared_cache
+):
     for _ in range(3):
         assert api_client.get(ECHO).status_code == 200
     response = api_client.get(ECHO)

@@ -89,7 +89,9 @@ def test_a_cached_answer_makes_no_upstream_request(api_client, openai_model):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_ten_identical_concurrent_calls_make_one_upstream_request(user, openai_model):
+def test_ten_identical_concurrent_calls_make_one_upstream_request(
+    user, openai_model, each_shared_cache
+):
     openai_model.default_delay = 0.5
     results, errors = [], []
     start = threading.Barrier(10)

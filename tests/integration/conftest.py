@@ -254,3 +254,21 @@ def start_web(static_root, tmp_path, transactional_db) -> Iterator:
     yield start
     for process in started:
         stop(process)
+
+
+def admin_log_in(base_url: str, username: str, password: str) -> tuple[str, str]:
+    """Log in through the admin's form, as a browser does; the page it lands on (URL, HTML)."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    browser = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    login = f"{base_url}/admin/login/?next=/admin/"
+    form = browser.open(login, timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
+    fields = {"username": username, "password": password, "csrfmiddlewaretoken": token}
+    with browser.open(login, urllib.parse.urlencode(fields).encode(), timeout=10) as page:
+        return page.url, page.read().decode()

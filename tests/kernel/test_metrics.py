@@ -1,9 +1,11 @@
 """GET /metrics: Prometheus text, its token, HTTP counts per view, AI and task counters."""
 
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,3 +151,23 @@ def test_a_worker_process_sends_its_counts_in_batches_kept_through_a_redis_outag
     batch.flush()
 
     assert value(scrape(anon_client), "contextos_tasks_total", **labels) - before == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_redis_counts_are_added_to_a_table_and_none_is_lost(anon_client, database_cache):
+    from apps.ai_interactions.metrics import AI_COST
+    from apps.tasks.metrics import TASKS
+    from contextos import metrics
+
+    def add(_: int) -> None:
+        try:
+            for _ in range(50):
+                metrics.count(TASKS.by("test.table", "succeeded"), AI_COST.by("p", "m", amount=0.5))
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(add, range(8)))
+    samples = scrape(anon_client)
+    assert value(samples, "contextos_tasks_total", type="test.table", status="succeeded") == 400
+    assert value(samples, "contextos_ai_cost_usd_total", provider="p", model="m") == 200.0
