@@ -37,7 +37,8 @@ COPY . .
 # user's. The SECRET_KEY/ALLOWED_HOSTS here are throwaway values that exist only
 # for this RUN line: prod settings refuse to load without them.
 RUN mkdir -p /app/staticfiles /app/var \
-    && SECRET_KEY=collectstatic-at-build-time-only ALLOWED_HOSTS=localhost \
+    && SECRET_KEY=collectstatic-at-build-time-only-never-used-to-sign-anything \
+       ALLOWED_HOSTS=localhost \
        DATA_DIR=/tmp/build-data python manage.py collectstatic --noinput --verbosity 0 \
     && rm -rf /tmp/build-data \
     && chown -R contextos:contextos /app/staticfiles /app/var
@@ -47,10 +48,9 @@ USER 10001:10001
 
 EXPOSE 8000
 
-# No curl in slim images: probe liveness with the standard library (exec form;
-# PORT is read from the environment, default 8000, as start-web does). The Host
-# header is 127.0.0.1, so ALLOWED_HOSTS must include it for this check to pass.
+# Liveness of the web process on PORT (default 8000), sent with a Host header
+# that ALLOWED_HOSTS accepts, whatever names it lists.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/api/v1/health/live' % (os.environ.get('PORT') or '8000'), timeout=4)"]
+    CMD ["scripts/healthcheck-web"]
 
 CMD ["scripts/start-web"]

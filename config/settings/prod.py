@@ -4,11 +4,21 @@ SECRET_KEY and ALLOWED_HOSTS have no defaults here: a missing one stops the
 process at start-up instead of running insecurely.
 """
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.settings.base import *  # noqa: F403
 from config.settings.base import LOGGING, env, log_format
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY")
+# Sessions, password resets and signed values are only as safe as this key:
+# refuse the placeholder of .env.example and anything short enough to guess.
+if SECRET_KEY.startswith("change-me") or len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is a placeholder or shorter than 50 characters. Set it to a random "
+        "value, made for instance with: "
+        'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 # TLS is terminated in front of the app more often than not; the proxy says so.
