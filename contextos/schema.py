@@ -1,6 +1,18 @@
-"""OpenAPI schema details of the kernel: strict input bodies refuse unknown fields."""
+"""OpenAPI schema details of the kernel: strict input bodies refuse unknown fields, item
+ids are UUIDs."""
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+
+# The id of an item route. The route takes any segment (see contextos.views), so
+# the schema would say "any string"; what a client should send is a UUID.
+ITEM_ID = OpenApiParameter(
+    "id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="The object's UUID; any other value names no object (404).",
+)
 
 
 class StrictInputSerializerScheme(OpenApiSerializerExtension):

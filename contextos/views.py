@@ -11,8 +11,9 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from contextos import metrics
 from contextos.exceptions import INTERNAL_ERROR_MESSAGE, plain_error_response
 
-# Detail routes match UUIDs only; anything else falls through to a JSON 404.
-UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+# Detail routes take any path segment as the id: one that is not a UUID names no
+# object, so its lookup answers the same 404 as an unknown UUID ("No such task.").
+ITEM_ID_PATTERN = r"[^/]+"
 
 
 def _is_admin(request: HttpRequest) -> bool:

@@ -27,7 +27,11 @@ from apps.ai_interactions.answer_cache import cached_answer, remember_answer
 from apps.ai_interactions.catalog import model_get, model_list, provider_for
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import Message, ProviderCallError, StreamChunk
-from apps.ai_interactions.serializers import GenerationParamsSerializer
+from apps.ai_interactions.serializers import (
+    GenerationParamsSerializer,
+    invalid_role_message,
+    one_of,
+)
 from apps.ai_interactions.services import (
     call_provider,
     check_prompt_size,
@@ -76,9 +80,13 @@ def _parse(body: Any) -> ChatRequest:
         raise ValidationFailed("'messages' must be a non-empty list.")
     messages: list[Message] = []
     for message in raw_messages:
-        role = message.get("role") if isinstance(message, dict) else None
-        if not isinstance(role, str) or role not in ROLES:
-            raise ValidationFailed("Each message needs a 'role' and 'content'.")
+        if not isinstance(message, dict):
+            raise ValidationFailed("Each message must be an object with a 'role'.")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise ValidationFailed(f"Each message needs a 'role': use {one_of(sorted(ROLES))}.")
+        if role not in ROLES:
+            raise ValidationFailed(invalid_role_message(role, sorted(ROLES)))
         role = "system" if role == "developer" else role
         content = _text(message.get("content"))
         if has_null_character(content):

@@ -1,19 +1,45 @@
 """Input and output shapes of the AI API."""
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
+from contextos.exceptions import ValidationFailed
 from contextos.serializers import StrictInputSerializer, decimal_string, iso_datetime
 
 ROLES = ["system", "user", "assistant"]
+MESSAGE_SHAPE = "Each message needs a 'role' and 'content'."
+
+
+def one_of(names: Iterable[str]) -> str:
+    """``a, b or c``: the allowed values, as an error message lists them."""
+    *rest, last = names
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def invalid_role_message(role: object, roles: Iterable[str]) -> str:
+    return f"Invalid role '{role}': use {one_of(roles)}."
 
 
 class MessageSerializer(StrictInputSerializer):
-    role = serializers.ChoiceField(choices=ROLES)
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    default_error_messages = {"invalid": MESSAGE_SHAPE}
+
+    role = serializers.ChoiceField(
+        choices=ROLES,
+        error_messages={
+            "invalid_choice": invalid_role_message("{input}", ROLES),
+            "required": MESSAGE_SHAPE,
+            "null": MESSAGE_SHAPE,
+        },
+    )
+    content = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        error_messages={"required": MESSAGE_SHAPE, "null": MESSAGE_SHAPE},
+    )
 
 
 class GenerationParamsSerializer(StrictInputSerializer):
@@ -39,6 +65,13 @@ class InteractionCreateSerializer(StrictInputSerializer):
     cache = serializers.BooleanField(default=True)
     metadata = serializers.DictField(required=False, default=dict)
 
+    def is_valid(self, *, raise_exception: bool = False) -> bool:
+        valid = super().is_valid()
+        if not valid and raise_exception:
+            problem = _message_problem(self.errors)
+            raise ValidationFailed(problem, details=self.errors)
+        return valid
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         if ("prompt" in data) == ("messages" in data):
             raise serializers.ValidationError(
@@ -50,6 +83,22 @@ class InteractionCreateSerializer(StrictInputSerializer):
             data["messages"] = [dict(message) for message in data["messages"]]
         data["params"] = dict(data.get("params") or {})
         return data
+
+
+def _message_problem(errors: Mapping[str, Any]) -> str | None:
+    """The role, content or shape problem of the first bad message, when the messages
+    are all that is wrong: the error names it rather than "Invalid input."."""
+    problems = errors.get("messages")
+    if set(errors) != {"messages"} or not isinstance(problems, Mapping):
+        return None
+    indexes = [index for index in problems if isinstance(index, int)]
+    if not indexes:
+        return None
+    first = problems[min(indexes)]
+    for field in ("role", "content", "non_field_errors"):
+        if isinstance(first, Mapping) and first.get(field):
+            return str(first[field][0])
+    return None
 
 
 class InteractionFilterSerializer(serializers.Serializer):

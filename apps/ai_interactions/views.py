@@ -27,8 +27,9 @@ from apps.ai_interactions.services import (
     interaction_delete,
     interaction_retry,
 )
+from contextos.schema import ITEM_ID
 from contextos.serializers import ErrorSerializer
-from contextos.views import UUID_PATTERN
+from contextos.views import ITEM_ID_PATTERN
 
 ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 429), ErrorSerializer)
 DEFAULT_SPAN = timedelta(days=30)
@@ -77,7 +78,7 @@ class UsageView(APIView):
 
 class InteractionViewSet(viewsets.GenericViewSet):
     serializer_class = InteractionSerializer
-    lookup_value_regex = UUID_PATTERN
+    lookup_value_regex = ITEM_ID_PATTERN
     queryset = AIInteraction.objects.none()  # for the schema; reads go through the selectors
 
     def get_object(self) -> AIInteraction:
@@ -127,6 +128,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Get an interaction",
+        parameters=[ITEM_ID],
         responses={200: InteractionSerializer, **ERRORS},
         tags=["ai"],
     )
@@ -135,6 +137,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Delete an interaction and its cached answer",
+        parameters=[ITEM_ID],
         responses={204: None, **ERRORS},
         tags=["ai"],
     )
@@ -144,6 +147,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Ask again for a failed interaction",
+        parameters=[ITEM_ID],
         request=None,
         responses={
             200: OpenApiResponse(InteractionSerializer, description="Answered (sync)."),

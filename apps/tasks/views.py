@@ -22,8 +22,9 @@ from apps.tasks.serializers import (
 )
 from apps.tasks.services import task_cancel, task_retry, task_submit
 from contextos.exceptions import ValidationFailed
+from contextos.schema import ITEM_ID
 from contextos.serializers import ErrorSerializer
-from contextos.views import UUID_PATTERN
+from contextos.views import ITEM_ID_PATTERN
 
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
 
@@ -86,7 +87,7 @@ class TaskTypeListView(APIView):
 
 class TaskViewSet(viewsets.GenericViewSet):
     serializer_class = TaskSerializer
-    lookup_value_regex = UUID_PATTERN
+    lookup_value_regex = ITEM_ID_PATTERN
     queryset = Task.objects.none()  # for the schema; reads go through the selectors
 
     def get_object(self) -> Task:
@@ -146,12 +147,18 @@ class TaskViewSet(viewsets.GenericViewSet):
         )
         return self._render(task, status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
-    @extend_schema(summary="Get a task", responses={200: TaskSerializer, **ERRORS}, tags=["tasks"])
+    @extend_schema(
+        summary="Get a task",
+        parameters=[ITEM_ID],
+        responses={200: TaskSerializer, **ERRORS},
+        tags=["tasks"],
+    )
     def retrieve(self, request: Request, pk: str) -> Response:
         return self._render(self.get_object(), status.HTTP_200_OK)
 
     @extend_schema(
         summary="Cancel a task",
+        parameters=[ITEM_ID],
         request=None,
         responses={202: TaskSerializer, **ERRORS},
         tags=["tasks"],
@@ -162,6 +169,7 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Retry a failed or cancelled task",
+        parameters=[ITEM_ID],
         request=None,
         responses={202: TaskSerializer, **ERRORS},
         tags=["tasks"],

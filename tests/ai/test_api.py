@@ -1,10 +1,13 @@
 """The AI REST API with the built-in echo model: create, cache, list, search, usage, ownership."""
 
+import base64
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.ai_interactions.answer_cache import response_cache_key
@@ -111,6 +114,52 @@ def test_bad_requests_are_400_naming_the_field(api_client, body, field):
     assert not AIInteraction.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("message", "field", "error"),
+    [
+        (
+            {"role": "wizard", "content": "hi"},
+            "role",
+            "Invalid role 'wizard': use system, user or assistant.",
+        ),
+        ({"role": 5, "content": "hi"}, "role", "Invalid role '5': use system, user or assistant."),
+        ({"content": "hi"}, "role", "Each message needs a 'role' and 'content'."),
+        ({"role": "user"}, "content", "Each message needs a 'role' and 'content'."),
+        ({"role": None, "content": "hi"}, "role", "Each message needs a 'role' and 'content'."),
+        (
+            {"role": "user", "content": None},
+            "content",
+            "Each message needs a 'role' and 'content'.",
+        ),
+    ],
+    ids=["unknown role", "number role", "no role", "no content", "null role", "null content"],
+)
+def test_a_bad_message_is_named(api_client, message, field, error):
+    good = {"role": "system", "content": "be brief"}
+    response = ask(api_client, messages=[good, message])
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    assert (body["error"], body["code"]) == (error, "validation_error")
+    assert body["details"] == {"messages": {"1": {field: [error]}}}
+    assert not AIInteraction.objects.exists()
+
+
+def test_a_message_that_is_not_an_object_is_named(api_client):
+    response = ask(api_client, messages=["hi"])
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    assert body["error"] == "Each message needs a 'role' and 'content'."
+    assert body["details"] == {"messages": {"0": {"non_field_errors": [body["error"]]}}}
+
+
+def test_several_bad_fields_keep_the_general_message(api_client):
+    response = ask(api_client, messages=[{"role": "wizard", "content": "hi"}], mode="later")
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    assert body["error"] == "Invalid input."
+    assert set(body["details"]) == {"messages", "mode"}
+
+
 def test_prompt_over_the_limit_is_413(api_client, settings):
     settings.AI_MAX_PROMPT_CHARS = 100
     response = ask(api_client, messages=[{"role": "user", "content": "x" * 60}] * 2)
@@ -132,6 +181,41 @@ def test_owners_see_only_their_interactions(api_client, staff_client):
         assert getattr(api_client, method)(path).status_code == 404, path
     assert AIInteraction.objects.filter(pk=theirs.pk).exists()
     assert staff_client.get(f"{INTERACTIONS}{theirs.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("interaction_id", ["not-a-uuid", "12345", "a.b", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [
+        ("get", "ai:interaction-detail"),
+        ("delete", "ai:interaction-detail"),
+        ("post", "ai:interaction-retry"),
+    ],
+)
+def test_unknown_or_malformed_ids_are_no_such_interaction(
+    api_client, interaction_id, method, route
+):
+    response = getattr(api_client, method)(reverse(route, kwargs={"pk": interaction_id}))
+    assert response.status_code == 404, response.content
+    body = response.json()
+    assert (body["error"], body["code"], body["details"]) == (
+        "No such interaction.",
+        "not_found",
+        {},
+    )
+
+
+@pytest.mark.parametrize("cursor", ["garbage", base64.b64encode(b"p=yesterday").decode()])
+def test_an_invalid_cursor_is_400(api_client, cursor):
+    ask(api_client, prompt="one")
+    response = api_client.get(reverse("ai:interaction-list"), {"cursor": cursor})
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid_cursor"
+    assert body["error"] == (
+        "Invalid 'cursor' query parameter: use the 'next' or 'previous' link of a list."
+    )
+    assert body["details"] == {"cursor": ["Not a cursor this API issued."]}
 
 
 def test_filters_and_search(api_client):

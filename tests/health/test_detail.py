@@ -1,5 +1,6 @@
 """The detailed health report is for staff only and covers workers, queues, beat, migrations."""
 
+import tomllib
 from datetime import timedelta
 
 import pytest
@@ -43,6 +44,15 @@ def test_staff_sees_the_whole_report(staff_client):
     assert settings.MONITORED_QUEUES[0] in body["queues"]["depths"]
     assert body["workers"]["status"] == "ok"
     assert body["workers"]["online"] == len(body["workers"]["names"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_version_in_the_report_the_schema_and_the_package(staff_client, anon_client):
+    report = staff_client.get(reverse("health:detail")).json()
+    schema = anon_client.get(reverse("schema"), {"format": "json"})
+    assert schema.status_code == 200
+    pyproject = tomllib.loads((settings.BASE_DIR / "pyproject.toml").read_text())
+    assert schema.json()["info"]["version"] == report["version"] == pyproject["project"]["version"]
 
 
 @pytest.mark.django_db(transaction=True)

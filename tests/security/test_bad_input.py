@@ -95,6 +95,33 @@ def test_gateway_refuses_what_it_cannot_act_on_in_openai_shape(api_client, body,
     assert not AIInteraction.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (
+            {"role": "wizard", "content": "hi"},
+            "Invalid role 'wizard': use assistant, developer, system, tool or user.",
+        ),
+        (
+            {"content": "hi"},
+            "Each message needs a 'role': use assistant, developer, system, tool or user.",
+        ),
+        ("hi", "Each message must be an object with a 'role'."),
+    ],
+    ids=["unknown role", "no role", "not an object"],
+)
+def test_gateway_names_the_bad_message(api_client, message, error):
+    response = api_client.post("/v1/chat/completions", {"messages": [message]}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == {
+        "message": error,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "validation_error",
+    }
+    assert not AIInteraction.objects.exists()
+
+
 def test_gateway_ignores_fields_it_does_not_act_on(api_client):
     response = api_client.post(
         "/v1/chat/completions",

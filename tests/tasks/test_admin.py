@@ -57,4 +57,4 @@ def test_retry_and_cancel_actions(admin_client, failed_task):
     response = admin_client.post(
         CHANGELIST, {"action": "cancel_tasks", "_selected_action": [failed_task.pk]}, follow=True
     )
-    assert "already succeeded" in response.content.decode()
+    assert "The task has already finished (succeeded)." in response.content.decode()

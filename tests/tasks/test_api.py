@@ -1,5 +1,6 @@
 """The tasks API without a worker: validation, ownership, idempotency, cancel and retry rules."""
 
+import base64
 import uuid
 
 import pytest
@@ -153,11 +154,16 @@ def test_owners_see_only_their_tasks_and_staff_see_all(api_client, client_for, s
     assert staff_client.get(f"{TASKS}{theirs.pk}/").status_code == 200
 
 
-@pytest.mark.parametrize("task_id", ["not-a-uuid", "12345", str(uuid.uuid4())])
-def test_unknown_or_malformed_ids_are_404(api_client, task_id):
-    response = api_client.get(f"{TASKS}{task_id}/")
-    assert response.status_code == 404
-    assert response.json()["code"] == "not_found"
+@pytest.mark.parametrize("task_id", ["not-a-uuid", "12345", "a.b", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [("get", "tasks:task-detail"), ("post", "tasks:task-cancel"), ("post", "tasks:task-retry")],
+)
+def test_unknown_or_malformed_ids_are_no_such_task(api_client, task_id, method, route):
+    response = getattr(api_client, method)(reverse(route, kwargs={"pk": task_id}))
+    assert response.status_code == 404, response.content
+    body = response.json()
+    assert (body["error"], body["code"], body["details"]) == ("No such task.", "not_found", {})
 
 
 def test_list_filters_and_paginates(api_client, user):
@@ -183,6 +189,29 @@ def test_list_filters_and_paginates(api_client, user):
     assert "status" in bad.json()["details"]
 
 
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        "é",
+        base64.b64encode(b"o=-1").decode(),
+        base64.b64encode(b"r=x").decode(),
+        base64.b64encode(b"p=not-a-time").decode(),
+    ],
+    ids=["not-base64", "not-ascii", "negative-offset", "bad-reverse", "bad-position"],
+)
+def test_an_invalid_cursor_is_400(api_client, cursor):
+    submit(api_client)
+    response = api_client.get(reverse("tasks:task-list"), {"cursor": cursor})
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid_cursor"
+    assert body["error"] == (
+        "Invalid 'cursor' query parameter: use the 'next' or 'previous' link of a list."
+    )
+    assert body["details"] == {"cursor": ["Not a cursor this API issued."]}
+
+
 def test_list_query_count_does_not_grow(api_client, user, django_assert_max_num_queries):
     for _ in range(2):
         task_submit(owner=user, type_name="diagnostics.sleep", params={})
@@ -201,19 +230,32 @@ def test_cancel_a_queued_task_means_it_never_runs(api_client):
     assert response.json()["status"] == "cancelled"
     assert response.json()["finished_at"]
     # It is finished now: cancelling again is a conflict; it can be retried.
-    assert api_client.post(f"{TASKS}{task_id}/cancel/").status_code == 409
+    again = api_client.post(f"{TASKS}{task_id}/cancel/")
+    assert again.status_code == 409
+    assert again.json()["error"] == "The task is already cancelled."
+    assert again.json()["code"] == "task_finished"
     retried = api_client.post(f"{TASKS}{task_id}/retry/")
     assert retried.status_code == 202
     assert retried.json()["status"] == "queued"
     assert retried.json()["attempt"] == 2
 
 
-def test_cancel_a_finished_task_is_409(api_client):
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (TaskStatus.SUCCEEDED, "The task has already finished (succeeded)."),
+        (TaskStatus.FAILED, "The task has already finished (failed)."),
+        (TaskStatus.CANCELLED, "The task is already cancelled."),
+    ],
+)
+def test_cancel_a_finished_task_is_409(api_client, status, message):
     task_id = submit(api_client).json()["id"]
-    Task.objects.filter(pk=task_id).update(status=TaskStatus.SUCCEEDED)
-    response = api_client.post(f"{TASKS}{task_id}/cancel/")
+    Task.objects.filter(pk=task_id).update(status=status)
+    response = api_client.post(reverse("tasks:task-cancel", kwargs={"pk": task_id}))
     assert response.status_code == 409
-    assert response.json()["details"] == {"status": "succeeded"}
+    body = response.json()
+    assert (body["error"], body["code"]) == (message, "task_finished")
+    assert body["details"] == {"status": status}
 
 
 @pytest.mark.parametrize("status", [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.SUCCEEDED])
