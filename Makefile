@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/prod
 
 install: $(VENV)/.installed  ## Create .venv and install the pinned requirements
 
-run: install migrate  ## Install, migrate, start web + worker + beat, print the URLs
+run: install  ## Install, migrate, start web + worker + beat, print the URLs (Ctrl-C stops)
 	scripts/run-all
 
 test: install lint  ## Lint, then run the whole test suite (real PostgreSQL and Redis)
@@ -53,5 +53,15 @@ beat: install  ## Start Celery beat (run exactly one)
 flower: install  ## Start Flower (needs FLOWER_BASIC_AUTH=user:password)
 	scripts/start-flower
 
-superuser: install  ## Create an admin login
-	$(BIN)/python manage.py createsuperuser
+# With DJANGO_SUPERUSER_USERNAME and DJANGO_SUPERUSER_PASSWORD (and _EMAIL) set it asks
+# nothing; otherwise it asks at the terminal, and without one it says what to set.
+superuser: install migrate  ## Create an admin login (asks, or reads DJANGO_SUPERUSER_*)
+	@if [ -n "$${DJANGO_SUPERUSER_USERNAME:-}" ] && [ -n "$${DJANGO_SUPERUSER_PASSWORD:-}" ]; then \
+	  $(BIN)/python manage.py createsuperuser --noinput; \
+	elif [ -t 0 ]; then \
+	  $(BIN)/python manage.py createsuperuser; \
+	else \
+	  echo "make superuser: no terminal to ask at; set DJANGO_SUPERUSER_USERNAME," \
+	    "DJANGO_SUPERUSER_EMAIL and DJANGO_SUPERUSER_PASSWORD" >&2; \
+	  exit 2; \
+	fi

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.ai_interactions import gateway
+from contextos import assets, home
 from contextos import views as kernel_views
 
 admin.site.site_header = "ContextOS administration"
@@ -12,16 +13,20 @@ admin.site.site_title = "ContextOS admin"
 admin.site.index_title = "Operations"
 
 urlpatterns = [
+    path("", home.home, name="home"),
+    path("api/v1/", home.APIRootView.as_view(), name="api-root"),
     path("api/v1/health/", include("apps.health.urls")),
     path("api/v1/tasks/", include("apps.tasks.urls")),
     path("api/v1/ai/", include("apps.ai_interactions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/redoc/redoc.standalone.js", assets.redoc_bundle, name="redoc-bundle"),
     path("v1/chat/completions", gateway.ChatCompletionsView.as_view(), name="openai-chat"),
     path("v1/models", gateway.ModelsView.as_view(), name="openai-models"),
     path("metrics", kernel_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("favicon.ico", assets.favicon, name="favicon"),
     # Anything else under /api/ or /v1/ is a JSON 404, whatever DEBUG says.
     re_path(r"^(api|v1)/", kernel_views.api_not_found),
 ]

@@ -3,6 +3,8 @@
 Each job takes a lock in the shared cache (Redis) for a bit less than its
 interval and skips its run when the lock is already held. Every job is safe
 to run twice; the lock saves the duplicate work when two beats run by mistake.
+Jobs are sent to ``CELERY_MAINTENANCE_QUEUE`` (``route_periodic_job``), however
+they are sent: by beat, from the admin's "Run" action or by hand.
 """
 
 import functools
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -19,6 +22,16 @@ from contextos.cache import cache_key
 logger = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
+
+# Names of the tasks declared with ``periodic_job``.
+_JOB_NAMES: set[str] = set()
+
+
+def route_periodic_job(name: str, args: Any, kwargs: Any, options: Any, **_: Any) -> dict | None:
+    """Celery router (``CELERY_TASK_ROUTES``): periodic jobs go to the maintenance queue."""
+    if name in _JOB_NAMES:
+        return {"queue": settings.CELERY_MAINTENANCE_QUEUE}
+    return None
 
 
 def job_lock_acquire(name: str, *, seconds: int) -> bool:
@@ -50,6 +63,7 @@ def periodic_job(name: str, *, lock_seconds: int, **options: Any) -> Callable:
             return func(*args, **kwargs)
 
         task = shared_task(name=name, **options)(run)
+        _JOB_NAMES.add(name)
         task.lock_seconds = lock_seconds
         return task
 

@@ -22,6 +22,49 @@ class RedispatchOnConnect(bootsteps.StartStopStep):
         threading.Thread(target=_redispatch, name="redispatch-pending", daemon=True).start()
 
 
+class RecoverOnStart(bootsteps.StartStopStep):
+    """When the worker starts, repair the tasks an earlier run of it (same node name)
+    left ``running``: queued again when their type is idempotent, failed otherwise.
+
+    The moment is taken before the worker consumes anything, so tasks this run
+    claims are never mistaken for lost ones. It runs in the main thread once the
+    pool's processes exist: a thread busy importing or holding a database lock
+    while the pool forks would leave the children with that lock held for ever.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        from django.utils import timezone
+
+        super().__init__(parent, **kwargs)
+        self.started = timezone.now()
+
+    def start(self, parent: Any) -> None:
+        _recover_after_restart(parent.hostname, self.started)
+
+
+def _recover_after_restart(hostname: str, started: Any) -> None:
+    from django.db import connections
+
+    from apps.tasks.services import task_recover_after_restart
+
+    try:
+        counts = task_recover_after_restart(hostname=hostname, started_before=started)
+    except Exception:
+        logger.warning("Could not repair the tasks an earlier run left running", exc_info=True)
+        return
+    finally:
+        connections.close_all()
+    if any(counts.values()):
+        logger.info(
+            "Tasks an earlier run of %s left running: %d queued again, %d failed",
+            hostname,
+            counts["requeued"],
+            counts["failed"],
+        )
+
+
 def _redispatch() -> None:
     from django.db import connections
 

@@ -175,12 +175,18 @@ def task_cancel(*, task: Task) -> Task:
             task.refresh_from_db()
             if task.is_finished:
                 raise Conflict(
-                    f"The task has already {task.status}.",
+                    _finished_message(task.status),
                     code="task_finished",
                     details={"status": task.status},
                 )
         task.refresh_from_db()
     return task
+
+
+def _finished_message(status: str) -> str:
+    if status == TaskStatus.CANCELLED:
+        return "The task is already cancelled."
+    return f"The task has already finished ({status})."
 
 
 def _revoke(celery_task_id: str, *, terminate: bool) -> None:
@@ -274,36 +280,9 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
     stuck = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=now - limit)
     counts = {"requeued": 0, "failed": 0, "redispatched": 0, "republished": 0}
     for task in stuck.iterator():
-        task_type = get_task_type(task.type)
-        with transaction.atomic():
-            locked = (
-                Task.objects.select_for_update(skip_locked=True)
-                .filter(pk=task.pk, status=TaskStatus.RUNNING, celery_task_id=task.celery_task_id)
-                .first()
-            )
-            if locked is None:
-                continue
-            if task_type is not None and task_type.idempotent:
-                locked.status = TaskStatus.QUEUED
-                locked.celery_task_id = str(uuid.uuid4())
-                locked.worker = ""
-                locked.started_at = locked.heartbeat_at = None
-                locked.save()
-                _publish_on_commit(locked)
-                counts["requeued"] += 1
-            else:
-                locked.status = TaskStatus.FAILED
-                locked.finished_at = now
-                locked.error = {
-                    "message": (
-                        "The worker running this task stopped before it finished "
-                        "(it was lost or ran past its time limit)."
-                    ),
-                    "type": "WorkerLost",
-                }
-                locked.save()
-                metrics.task_finished(type_name=locked.type, status=TaskStatus.FAILED)
-                counts["failed"] += 1
+        outcome = _recover_lost(task, now=now, reason="it was lost or ran past its time limit")
+        if outcome:
+            counts[outcome] += 1
     counts["redispatched"] = task_redispatch_pending(
         updated_before=now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER_SECONDS)
     )
@@ -311,6 +290,74 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
         updated_before=now - timedelta(seconds=settings.TASK_REPUBLISH_QUEUED_AFTER_SECONDS)
     )
     return counts
+
+
+def task_recover_after_restart(*, hostname: str, started_before: datetime) -> dict[str, int]:
+    """Repair the tasks that an earlier run of the worker ``hostname`` left ``running``.
+
+    A node name belongs to one running worker at a time, so a task still running
+    under it from before this worker started was cut short when the earlier run
+    stopped (``make run`` stopped, a container replaced). Idempotent types are
+    queued again at once. Others fail only where the broker cannot deliver the
+    message again (the file broker takes a message off its queue when a worker
+    fetches it); Redis and RabbitMQ deliver it again, and the delivery takes the
+    task over.
+    """
+    now = timezone.now()
+    messages_lost = settings.CELERY_BROKER_URL.startswith("filesystem://")
+    lost = Task.objects.filter(
+        status=TaskStatus.RUNNING, worker__startswith=f"{hostname}:", started_at__lt=started_before
+    )
+    counts = {"requeued": 0, "failed": 0}
+    for task in lost.iterator():
+        task_type = get_task_type(task.type)
+        if not messages_lost and not (task_type is not None and task_type.idempotent):
+            continue
+        outcome = _recover_lost(task, now=now, reason=f"{hostname} stopped while it ran")
+        if outcome:
+            counts[outcome] += 1
+    return counts
+
+
+def _recover_lost(task: Task, *, now: datetime, reason: str) -> str | None:
+    """Re-queue (idempotent types) or fail a ``running`` task whose worker is gone.
+
+    Returns "requeued", "failed", or None when the row changed meanwhile (a
+    redelivered message took it over, or it finished).
+    """
+    task_type = get_task_type(task.type)
+    with transaction.atomic():
+        locked = (
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(
+                pk=task.pk,
+                status=TaskStatus.RUNNING,
+                celery_task_id=task.celery_task_id,
+                worker=task.worker,
+            )
+            .first()
+        )
+        if locked is None:
+            return None
+        if task_type is not None and task_type.idempotent:
+            locked.status = TaskStatus.QUEUED
+            locked.celery_task_id = str(uuid.uuid4())
+            locked.worker = ""
+            locked.started_at = locked.heartbeat_at = None
+            locked.save()
+            _publish_on_commit(locked)
+            logger.warning("Task %s queued again: %s", locked.pk, reason)
+            return "requeued"
+        locked.status = TaskStatus.FAILED
+        locked.finished_at = now
+        locked.error = {
+            "message": f"The worker running this task stopped before it finished ({reason}).",
+            "type": "WorkerLost",
+        }
+        locked.save()
+        metrics.task_finished(type_name=locked.type, status=TaskStatus.FAILED)
+        logger.warning("Task %s failed: %s", locked.pk, reason)
+        return "failed"
 
 
 def _republish_long_queued(*, updated_before: datetime) -> int:

@@ -15,6 +15,9 @@ from config.settings.base import LOGGING
 
 DEBUG = False
 CELERY_TASK_DEFAULT_QUEUE = os.environ["CONTEXTOS_TEST_QUEUE"]
+# Periodic jobs run on the test queue too, by the one worker a test starts;
+# tests of the maintenance queue itself give it a name of its own.
+CELERY_MAINTENANCE_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 MONITORED_QUEUES = [CELERY_TASK_DEFAULT_QUEUE]
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

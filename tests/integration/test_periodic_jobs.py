@@ -80,3 +80,45 @@ def test_result_cleanup_deletes_results_past_their_expiry(start_worker):
     assert deliver("tasks.cleanup_results") == {"results": 1}
     assert not TaskResult.objects.filter(pk=expired.pk).exists()
     assert TaskResult.objects.filter(pk=recent.pk).exists()
+
+
+def test_maintenance_jobs_run_while_user_tasks_hold_every_worker_slot(
+    transactional_db, api_client, settings, tmp_path
+):
+    """scripts/start-worker serves the maintenance queue with a process of its own."""
+    from django.db import connection
+
+    from apps.health.models import ServiceHeartbeat
+    from tests.integration.conftest import BIN, ROOT, process_env, spawn, stop
+
+    settings.CELERY_MAINTENANCE_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-maintenance"
+    worker = spawn(
+        [str(ROOT / "scripts" / "start-worker")],
+        env=process_env(
+            PATH=f"{BIN}:/usr/bin:/bin",
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
+            CELERY_QUEUES=settings.CELERY_TASK_DEFAULT_QUEUE,
+            CELERY_MAINTENANCE_QUEUE=settings.CELERY_MAINTENANCE_QUEUE,
+            CELERY_CONCURRENCY="1",
+            CELERY_HOSTNAME=f"{settings.CELERY_TASK_DEFAULT_QUEUE}@%h",
+            DATA_DIR=str(tmp_path),
+            LOG_FORMAT="json",
+        ),
+        log=tmp_path / "start-worker.log",
+    )
+    try:
+        body = {"type": "diagnostics.sleep", "params": {"seconds": 60, "steps": 60}}
+        task_id = api_client.post("/api/v1/tasks/", body, format="json").json()["id"]
+        wait_for(
+            lambda: Task.objects.get(pk=task_id).status == TaskStatus.RUNNING,
+            timeout=60,
+            message="the user task never started",
+        )
+
+        result = deliver("health.beat_heartbeat")  # as beat sends it
+
+        assert ServiceHeartbeat.objects.filter(name="beat").exists(), result
+        assert Task.objects.get(pk=task_id).status == TaskStatus.RUNNING  # the slot is still held
+    finally:
+        output = stop(worker, timeout=20)
+    assert "maintenance-" in output

@@ -146,3 +146,20 @@ def test_beat_schedules_the_declared_jobs_and_not_celery_unbatched_cleanup():
     assert set(scheduler.schedule) <= set(NAMES) - {"tasks.cleanup-results"}
     assert scheduler.schedule["health.beat-heartbeat"].options["expires"] == 60
     assert not PeriodicTask.objects.filter(name="celery.backend_cleanup").exists()
+
+
+def test_every_periodic_job_goes_to_the_maintenance_queue(settings):
+    from celery import current_app
+
+    from apps.operations.schedule import PERIODIC_JOBS
+
+    settings.CELERY_MAINTENANCE_QUEUE = "maintenance-queue-of-this-test"
+    current_app.loader.import_default_modules()
+    router = current_app.amqp.router
+    for job in PERIODIC_JOBS:
+        queue = router.route({}, job.task, (), {}, None)["queue"]
+        assert queue.name == "maintenance-queue-of-this-test", job.task
+    # User tasks keep the default queue.
+    assert router.route({}, "tasks.execute", (), {}, None)["queue"].name != (
+        "maintenance-queue-of-this-test"
+    )
