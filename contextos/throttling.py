@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import router, transaction
 from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -64,22 +62,12 @@ class APIKeyRateThrottle(SimpleRateThrottle):
             except Exception:
                 logger.warning("Rate limiting skipped: the cache is unavailable")
                 return None
-        with self._one_step():
-            if self.cache.add(key, 1, timeout=self.duration + 1):
-                return 1
-            try:
-                return self.cache.incr(key)
-            except ValueError:  # expired between add and incr
-                return None
-
-    def _one_step(self) -> AbstractContextManager:
-        """The database cache's add and incr in one transaction: on SQLite (IMMEDIATE
-        transactions) it holds the write lock throughout, so no concurrent request
-        is lost between incr's read and write."""
-        table = getattr(self.cache, "cache_model_class", None)  # the database cache's
-        if table is None:
-            return nullcontext()
-        return transaction.atomic(using=router.db_for_write(table))
+        if self.cache.add(key, 1, timeout=self.duration + 1):
+            return 1
+        try:
+            return self.cache.incr(key)
+        except ValueError:  # expired between add and incr
+            return None
 
     def wait(self) -> float:
         return max(self.window_ends_at - self.now, 1.0)

@@ -100,7 +100,7 @@ def database_cache(settings):
     """The cache of the embedded default (no ``REDIS_URL``): a table of the database."""
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "BACKEND": "contextos.cache.DatabaseCache",
             "LOCATION": "contextos_cache",
             "KEY_PREFIX": "contextos",
         }

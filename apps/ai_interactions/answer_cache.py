@@ -15,7 +15,7 @@ atomic ``add`` for the lock, a few more round trips.
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache as memoize
 from typing import Any
@@ -146,18 +146,26 @@ def _lock_seconds() -> float:
 def _take(flight: Flight, client: Any, redis: Any) -> None:
     """Find the cached answer, or take the lock, waiting while another request holds it."""
     lookup, _ = _scripts()
-    token = secrets.token_hex(16)
-    hold = _lock_seconds()
     keys = _keys(client, flight.digest)
-    deadline = time.monotonic() + hold
-    while True:
+
+    def answered_or_locked(token: str, hold: float) -> bool:
         hit, value = lookup(keys=keys, args=[token, int(hold * 1000)], client=redis)
         if hit:
             flight.answer = client.decode(value)
-            return
-        if value:
+        elif value:
             flight._token = token
-            return
+        return bool(hit or value)
+
+    _wait_for_answer_or_lock(answered_or_locked)
+
+
+def _wait_for_answer_or_lock(answered_or_locked: Callable[[str, float], bool]) -> None:
+    """Look until an answer is cached or the lock is ours; past the lock's lifetime
+    (its holder died), go on without it."""
+    token = secrets.token_hex(16)
+    hold = _lock_seconds()
+    deadline = time.monotonic() + hold
+    while not answered_or_locked(token, hold):
         if time.monotonic() >= deadline:
             logger.warning("Waited %.0f s for the AI cache lock; calling the provider", hold)
             return
@@ -187,22 +195,19 @@ def _land(flight: Flight, client: Any, redis: Any) -> None:
 
 def _take_with_add(flight: Flight) -> None:
     """:func:`_take` for a cache without scripts: a lookup, then ``add`` of the lock."""
-    token = secrets.token_hex(16)
-    hold = _lock_seconds()
-    deadline = time.monotonic() + hold
-    while True:
+
+    def answered_or_locked(token: str, hold: float) -> bool:
         flight.answer = cached_answer(flight.digest)
         if flight.answer is not None:
-            return
-        if cache.add(_lock_key(flight.digest), token, timeout=int(hold)):
-            flight._token = token
-            # Answered and unlocked by another request between the lookup and the add.
-            flight.answer = cached_answer(flight.digest)
-            return
-        if time.monotonic() >= deadline:
-            logger.warning("Waited %.0f s for the AI cache lock; calling the provider", hold)
-            return
-        time.sleep(WAIT_INTERVAL)
+            return True
+        if not cache.add(_lock_key(flight.digest), token, timeout=int(hold)):
+            return False
+        flight._token = token
+        # Answered and unlocked by another request between the lookup and the add.
+        flight.answer = cached_answer(flight.digest)
+        return True
+
+    _wait_for_answer_or_lock(answered_or_locked)
 
 
 def _land_with_set(flight: Flight) -> None:

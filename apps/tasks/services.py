@@ -280,7 +280,12 @@ def task_recover(*, now: datetime | None = None) -> dict[str, int]:
     stuck = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=now - limit)
     counts = {"requeued": 0, "failed": 0, "redispatched": 0, "republished": 0}
     for task in stuck.iterator():
-        outcome = _recover_lost(task, now=now, reason="it was lost or ran past its time limit")
+        outcome = _recover_lost(
+            task,
+            task_type=get_task_type(task.type),
+            now=now,
+            reason="it was lost or ran past its time limit",
+        )
         if outcome:
             counts[outcome] += 1
     counts["redispatched"] = task_redispatch_pending(
@@ -313,19 +318,22 @@ def task_recover_after_restart(*, hostname: str, started_before: datetime) -> di
         task_type = get_task_type(task.type)
         if not messages_lost and not (task_type is not None and task_type.idempotent):
             continue
-        outcome = _recover_lost(task, now=now, reason=f"{hostname} stopped while it ran")
+        outcome = _recover_lost(
+            task, task_type=task_type, now=now, reason=f"{hostname} stopped while it ran"
+        )
         if outcome:
             counts[outcome] += 1
     return counts
 
 
-def _recover_lost(task: Task, *, now: datetime, reason: str) -> str | None:
+def _recover_lost(
+    task: Task, *, task_type: TaskType | None, now: datetime, reason: str
+) -> str | None:
     """Re-queue (idempotent types) or fail a ``running`` task whose worker is gone.
 
     Returns "requeued", "failed", or None when the row changed meanwhile (a
     redelivered message took it over, or it finished).
     """
-    task_type = get_task_type(task.type)
     with transaction.atomic():
         locked = (
             Task.objects.select_for_update(skip_locked=True)

@@ -168,7 +168,7 @@ else:
     # (about 40 and 120 µs on SQLite, measured).
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "BACKEND": "contextos.cache.DatabaseCache",
             "LOCATION": "contextos_cache",
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             # Past this many rows a write first deletes the expired ones (then a third).
