@@ -519,7 +519,7 @@ def usage_scenario(staff_key: str, *, runs: int, requests: int = 50) -> list[Row
     """GET /api/v1/ai/usage/?group_by=model over every interaction (staff), median ms."""
     import urllib.request
 
-    from apps.ai_interactions.services import usage_rollup
+    from apps.ai_interactions.usage.services import usage_rollup
 
     usage_rollup()
     times = []

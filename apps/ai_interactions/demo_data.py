@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.ai_interactions.catalog import model_list
 from apps.ai_interactions.models import AIInteraction
-from apps.ai_interactions.services import usage_rollup
+from apps.ai_interactions.usage.services import usage_rollup
 from apps.tasks.models import Task
 from apps.tasks.registry import task_types
 

@@ -10,16 +10,15 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import connection, transaction
-from django.db.models import Min, Q
-from django.db.models.functions import TruncHour
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.ai_interactions import metrics
@@ -28,10 +27,8 @@ from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
 from apps.ai_interactions.models import (
     FINISHED_STATUSES,
     AIInteraction,
-    HourlyUsage,
     InteractionMode,
     InteractionStatus,
-    UsageRollupState,
 )
 from apps.ai_interactions.providers.base import (
     Generation,
@@ -40,18 +37,10 @@ from apps.ai_interactions.providers.base import (
     ProviderCallError,
 )
 from apps.ai_interactions.providers.retry import call_with_retries
-from apps.ai_interactions.selectors import (
-    HOUR,
-    ROLLUP_RECHECK,
-    changed_hours,
-    hour_start,
-    usage_aggregates,
-)
 from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 GENERATE_TASK_TYPE = "ai.generate"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
 
@@ -377,80 +366,3 @@ def _forget_answers(
     if found and not dry_run:
         cache.delete_many(found)
     forgotten |= found
-
-
-def _merged(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    merged: list[tuple[datetime, datetime]] = []
-    for low, high in sorted(ranges):
-        if merged and low <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
-        elif low < high:
-            merged.append((low, high))
-    return merged
-
-
-def _roll_up(low: datetime, high: datetime, stamp: datetime) -> int:
-    """Upsert the ``HourlyUsage`` rows of the hours in [low, high); drop groups now empty."""
-    groups = (
-        AIInteraction.objects.filter(created_at__gte=low, created_at__lt=high)
-        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
-        .values("owner_id", "provider", "model", "hour")
-        .annotate(**usage_aggregates())
-        .order_by()
-    )
-    select, params = groups.query.sql_with_params()
-    quote = connection.ops.quote_name
-    keys = ["owner_id", "provider", "model", "hour"]
-    values = [*usage_aggregates(), "computed_at"]
-    columns = ", ".join(quote(name) for name in keys + values)
-    updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in values)
-    # Only quoted column names are formatted in; every value is a bound parameter.
-    selected = ", ".join(quote(name) for name in keys + values[:-1])
-    conflict = ", ".join(quote(name) for name in keys)
-    insert = f"INSERT INTO {quote(HourlyUsage._meta.db_table)} ({columns}) "
-    sql = (
-        f"{insert}SELECT {selected}, %s FROM ({select}) AS usage_groups WHERE true "  # noqa: S608
-        f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(stamp), *params])
-        written = cursor.rowcount
-    HourlyUsage.objects.filter(hour__gte=low, hour__lt=high).exclude(computed_at=stamp).delete()
-    return written
-
-
-def usage_rollup(*, now: datetime | None = None, since: datetime | None = None) -> int:
-    """Roll interactions up into ``HourlyUsage`` for closed hours; return rows written.
-
-    Recomputes the hours closed since the last run, the hours holding rows
-    saved since shortly before it (late commits, async calls finishing, retries),
-    and every hour from ``since`` when given. Idempotent: running it again
-    writes the same rows.
-    """
-    now = now or timezone.now()
-    closed_before = hour_start(now)
-    UsageRollupState.objects.get_or_create(pk=1)
-    with transaction.atomic():
-        state = UsageRollupState.objects.select_for_update().get(pk=1)
-        ranges = []
-        if state.rolled_up_to is None:
-            earliest = AIInteraction.objects.aggregate(at=Min("created_at"))["at"]
-            ranges.append((hour_start(earliest or now), closed_before))
-        else:
-            ranges.append((state.rolled_up_to, closed_before))
-            changed = changed_hours(
-                since=state.ran_at - ROLLUP_RECHECK, start=EPOCH, end=state.rolled_up_to
-            )
-            ranges += [(hour, hour + HOUR) for hour in changed]
-        if since is not None:
-            ranges.append((hour_start(since), closed_before))
-        stamp = timezone.now()
-        written = sum(_roll_up(low, high, stamp) for low, high in _merged(ranges))
-        state.rolled_up_to = max(closed_before, state.rolled_up_to or closed_before)
-        state.ran_at = now
-        state.save()
-    if written and connection.vendor == "postgresql":
-        # Fresh statistics keep usage reads on the hour index and a hash aggregate.
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(HourlyUsage._meta.db_table)}")
-    return written

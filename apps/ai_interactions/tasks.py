@@ -1,6 +1,6 @@
 """Celery entry points of the AI domain."""
 
-from apps.ai_interactions.services import usage_rollup
+from apps.ai_interactions.usage.services import usage_rollup
 from contextos.jobs import periodic_job
 
 

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from apps.accounts.models import APIKey
 from apps.ai_interactions.catalog import model_list
 from apps.ai_interactions.models import AIInteraction
-from apps.ai_interactions.selectors import interaction_get, interaction_list, interaction_usage
+from apps.ai_interactions.selectors import interaction_get, interaction_list
 from apps.ai_interactions.serializers import (
     InteractionCreateSerializer,
     InteractionFilterSerializer,
@@ -27,6 +27,7 @@ from apps.ai_interactions.services import (
     interaction_delete,
     interaction_retry,
 )
+from apps.ai_interactions.usage.selectors import interaction_usage
 from contextos.schema import ITEM_ID
 from contextos.serializers import ErrorSerializer
 from contextos.views import ITEM_ID_PATTERN

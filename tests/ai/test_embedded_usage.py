@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from apps.ai_interactions.models import AIInteraction, HourlyUsage
-from apps.ai_interactions.selectors import interaction_usage
+from apps.ai_interactions.usage.selectors import interaction_usage
 staff = get_user_model().objects.create(username="embedded-staff", is_staff=True)
 now = timezone.now()
 [usage] = interaction_usage(user=staff, group_by="model", start=now - timedelta(days=100), end=now)

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from apps.ai_interactions.models import AIInteraction, HourlyUsage
-from apps.ai_interactions.services import usage_rollup
+from apps.ai_interactions.usage.services import usage_rollup
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

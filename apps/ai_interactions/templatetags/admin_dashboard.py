@@ -10,7 +10,7 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.ai_interactions.selectors import HOUR, USAGE_TOTALS, hour_start, interaction_usage
+from apps.ai_interactions.usage.selectors import HOUR, USAGE_TOTALS, hour_start, interaction_usage
 from apps.health.selectors import celery_overview
 
 register = template.Library()

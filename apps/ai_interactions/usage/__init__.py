@@ -1,0 +1,1 @@
+"""AI usage: hourly rollups of interactions (services) and exact usage reports (selectors)."""
