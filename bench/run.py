@@ -321,8 +321,8 @@ def deep_cursor_url(base: str, depth: int) -> str:
 
 
 def ensure_interactions(count: int) -> None:
-    from apps.ai_interactions.demo_data import demo_users, seed_interactions
     from apps.ai_interactions.models import AIInteraction
+    from apps.operations.demo_data import demo_users, seed_interactions
 
     missing = count - AIInteraction.objects.count()
     if missing > 0:

@@ -11,9 +11,9 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.ai_interactions.demo_data import seed_interactions, seed_tasks
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.usage.services import usage_rollup
+from apps.operations.demo_data import seed_interactions, seed_tasks
 from tests.health.test_degraded import redis_cache_at
 
 pytestmark = pytest.mark.django_db

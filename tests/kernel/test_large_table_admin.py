@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection
 
-from apps.ai_interactions.demo_data import seed_interactions
+from apps.operations.demo_data import seed_interactions
 from apps.tasks.models import Task
 from contextos.admin import EstimatedCountPaginator
 from tests.factories import UserFactory

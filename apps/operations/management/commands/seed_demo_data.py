@@ -4,7 +4,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.ai_interactions.demo_data import demo_users, seed_interactions, seed_tasks
+from apps.operations.demo_data import demo_users, seed_interactions, seed_tasks
 
 
 class Command(BaseCommand):
