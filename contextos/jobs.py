@@ -4,7 +4,8 @@ Each job takes a lock in the shared cache (Redis) for a bit less than its
 interval and skips its run when the lock is already held. Every job is safe
 to run twice; the lock saves the duplicate work when two beats run by mistake.
 Jobs are sent to ``CELERY_MAINTENANCE_QUEUE`` (``route_periodic_job``), however
-they are sent: by beat, from the admin's "Run" action or by hand.
+they are sent: by beat, from the admin's "Run" action or by hand. Every job has
+the same reliability options (``periodic_job``).
 """
 
 import functools
@@ -48,11 +49,27 @@ def job_lock_acquire(name: str, *, seconds: int) -> bool:
     return bool(acquired)
 
 
+def job_time_limits(lock_seconds: int) -> tuple[int, int]:
+    """The soft and hard time limits of a job locked for ``lock_seconds``.
+
+    Celery's global limits (below the broker's visibility timeout, as a settings
+    test checks), shortened so that a run ends before its lock expires: a second
+    delivery never starts while the first still runs.
+    """
+    hard = min(lock_seconds, settings.CELERY_TASK_TIME_LIMIT)
+    soft = min(settings.CELERY_TASK_SOFT_TIME_LIMIT, hard - min(60, hard // 10))
+    return soft, hard
+
+
 def periodic_job(name: str, *, lock_seconds: int, **options: Any) -> Callable:
     """A Celery task named ``name`` that runs at most once per ``lock_seconds``.
 
     A delivery that finds the lock held returns ``"skipped"`` and does nothing.
+    Every job is acknowledged after it ran, goes back to the queue when its
+    worker dies, and is stopped by its time limits before its lock expires;
+    ``options`` are further Celery task options.
     """
+    soft_time_limit, time_limit = job_time_limits(lock_seconds)
 
     def decorate(func: Callable) -> Any:
         @functools.wraps(func)
@@ -62,7 +79,14 @@ def periodic_job(name: str, *, lock_seconds: int, **options: Any) -> Callable:
                 return SKIPPED
             return func(*args, **kwargs)
 
-        task = shared_task(name=name, **options)(run)
+        task = shared_task(
+            name=name,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
+            **options,
+        )(run)
         _JOB_NAMES.add(name)
         task.lock_seconds = lock_seconds
         return task

@@ -122,3 +122,8 @@ def stubborn(context: TaskContext) -> None:
 )
 def staff_only(context: TaskContext) -> str:
     return "done"
+
+
+@register("test.owner", description="Answers its owner's username.", params_schema=OPEN_SCHEMA)
+def owner(context: TaskContext) -> str:
+    return context.owner.get_username()

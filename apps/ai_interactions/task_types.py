@@ -87,16 +87,13 @@ def generate(context: TaskContext) -> dict[str, Any]:
     },
 )
 def batch(context: TaskContext) -> dict[str, Any]:
-    from apps.tasks.models import Task
-
-    owner = Task.objects.select_related("owner").get(pk=context.task_id).owner
     prompts = context.params["prompts"]
     results = []
     for number, prompt in enumerate(prompts, start=1):
         context.checkpoint()
         try:
             interaction = interaction_create(
-                owner=owner,
+                owner=context.owner,
                 messages=[{"role": "user", "content": prompt}],
                 model_name=context.params.get("model"),
                 params=context.params.get("params") or {},

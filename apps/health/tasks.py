@@ -6,7 +6,7 @@ from apps.health.services import heartbeat_record
 from contextos.jobs import periodic_job
 
 
-@periodic_job("health.beat_heartbeat", lock_seconds=50, ignore_result=False)
+@periodic_job("health.beat_heartbeat", lock_seconds=50)
 def beat_heartbeat() -> str:
     """Scheduled every minute by beat: its age tells whether beat and a worker are alive."""
     return heartbeat_record().beat_at.isoformat()

@@ -13,12 +13,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 from uuid import UUID
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.db.models import Field
 from django.utils import timezone
@@ -42,17 +44,24 @@ class TaskCancelled(Exception):
 
 @dataclass
 class TaskContext:
-    """What a task type's handler gets: its params, and progress and cancellation hooks."""
+    """What a task type's handler gets: its params and owner, and progress and cancellation
+    hooks."""
 
     task_id: UUID
     celery_task_id: str
     params: dict[str, Any]
     attempt: int
+    owner_id: Any
     # Automatic retries still available after this run, for transient errors.
     retries_left: int = 0
     latest: dict[str, Any] | None = None
     _last_write: float = field(default=0.0, repr=False)
     _last_check: float = field(default_factory=time.monotonic, repr=False)
+
+    @cached_property
+    def owner(self) -> AbstractBaseUser:
+        """The task's owner, loaded when first asked for (most task types never ask)."""
+        return get_user_model().objects.get(pk=self.owner_id)
 
     def _ours(self):
         return Task.objects.filter(
@@ -170,7 +179,7 @@ def _claim_queued(
             f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608
             "SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s, worker = %s "
             "WHERE id = %s AND status = %s AND celery_task_id = %s "
-            "RETURNING type, params, attempt",
+            "RETURNING type, params, attempt, owner_id",
             [
                 TaskStatus.RUNNING,
                 now,
@@ -185,13 +194,14 @@ def _claim_queued(
         row = cursor.fetchone()
     if row is None:
         return None
-    type_name, params, attempt = row
+    type_name, params, attempt, owner_id = row
     params = Task._meta.get_field("params").from_db_value(params, None, connection)
     return Task(
         id=UUID(str(task_id)),
         type=type_name,
         params=params,
         attempt=attempt,
+        owner_id=owner_id,
         celery_task_id=celery_task_id,
         worker=worker,
         **fields,
@@ -258,10 +268,11 @@ def execute(
         return Outcome(TaskStatus.FAILED)
 
     context = TaskContext(
-        task.pk,
-        celery_task_id,
-        task.params,
-        task.attempt,
+        task_id=task.pk,
+        celery_task_id=celery_task_id,
+        params=task.params,
+        attempt=task.attempt,
+        owner_id=task.owner_id,
         retries_left=max(0, task_type.max_auto_retries - auto_retries),
     )
     try:

@@ -5,8 +5,6 @@ message is published only after it commits. A publish that fails leaves the
 row marked for dispatch, and :func:`task_recover` sends it again later.
 """
 
-import hashlib
-import json
 import logging
 import uuid
 from collections import Counter
@@ -31,10 +29,16 @@ from apps.tasks.models import (
     TaskStatus,
 )
 from apps.tasks.registry import TaskType, get_task_type
+from contextos.digest import canonical_digest
 from contextos.exceptions import Conflict, PermissionDenied, ValidationFailed
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 logger = logging.getLogger(__name__)
+
+# The Celery tasks this module publishes, by name: apps.tasks.tasks declares them
+# under these names and imports this module, never the other way round.
+EXECUTE_TASK = "tasks.execute"
+ENFORCE_CANCEL_TASK = "tasks.enforce_cancel"
 
 
 def validate_params(*, task_type: TaskType, params: dict[str, Any]) -> dict[str, Any]:
@@ -59,18 +63,17 @@ def validate_params(*, task_type: TaskType, params: dict[str, Any]) -> dict[str,
 
 
 def _fingerprint(type_name: str, params: dict[str, Any]) -> str:
-    canonical = json.dumps([type_name, params], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_digest([type_name, params])
 
 
 def _publish(task: Task) -> None:
     """Send the Celery message for the task's current attempt (after commit)."""
-    from apps.tasks.tasks import execute_task
-
     task_type = get_task_type(task.type)
     queue = task_type.queue if task_type else settings.CELERY_TASK_DEFAULT_QUEUE
     try:
-        execute_task.apply_async(args=[str(task.pk)], task_id=task.celery_task_id, queue=queue)
+        current_app.send_task(
+            EXECUTE_TASK, args=[str(task.pk)], task_id=task.celery_task_id, queue=queue
+        )
     except Exception:
         # The row is committed: the request stands and recovery will publish it.
         logger.exception("Could not publish task %s; it will be dispatched again", task.pk)
@@ -197,10 +200,8 @@ def _revoke(celery_task_id: str, *, terminate: bool) -> None:
 
 
 def _enforce_cancel_later(args: list[str], countdown: float) -> None:
-    from apps.tasks.tasks import enforce_cancel
-
     try:
-        enforce_cancel.apply_async(args=args, countdown=countdown)
+        current_app.send_task(ENFORCE_CANCEL_TASK, args=args, countdown=countdown)
     except Exception:
         logger.warning("Could not schedule the cancel deadline of task %s", args[0], exc_info=True)
 

@@ -5,12 +5,19 @@ import os
 from celery import shared_task
 
 from apps.tasks import execution
+from apps.tasks.services import (
+    ENFORCE_CANCEL_TASK,
+    EXECUTE_TASK,
+    result_expire,
+    task_recover,
+    task_terminate,
+)
 from contextos.jobs import periodic_job
 
 
 @shared_task(
     bind=True,
-    name="tasks.execute",
+    name=EXECUTE_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # automatic retries are bounded per task type
@@ -28,25 +35,19 @@ def execute_task(self, task_id: str) -> dict[str, str]:
     return {"task_id": task_id, "status": outcome.status}
 
 
-@shared_task(name="tasks.enforce_cancel", acks_late=True)
+@shared_task(name=ENFORCE_CANCEL_TASK, acks_late=True)
 def enforce_cancel(task_id: str, celery_task_id: str) -> str:
     """Terminate a task that did not stop at a checkpoint within the grace period."""
-    from apps.tasks.services import task_terminate
-
     return task_terminate(task_id=task_id, celery_task_id=celery_task_id)
 
 
 @periodic_job("tasks.recover_stuck", lock_seconds=270)
 def recover_stuck_tasks() -> dict[str, int]:
     """Every 5 minutes: fail (or re-queue) tasks a lost worker left running; publish unsent ones."""
-    from apps.tasks.services import task_recover
-
     return task_recover()
 
 
 @periodic_job("tasks.cleanup_results", lock_seconds=23 * 3600)
 def cleanup_results() -> dict[str, int]:
     """Daily: delete Celery results older than CELERY_RESULT_EXPIRES, in batches."""
-    from apps.tasks.services import result_expire
-
     return result_expire()

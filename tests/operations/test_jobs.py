@@ -1,9 +1,11 @@
-"""Periodic jobs run once per interval: a second delivery (a second beat) does nothing."""
+"""Periodic jobs run once per interval: a second delivery (a second beat) does nothing;
+every job has the same reliability options."""
 
 import logging
 from datetime import timedelta
 
 import pytest
+from celery import current_app
 from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
@@ -12,6 +14,7 @@ from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.services import interaction_create
 from apps.health.models import ServiceHeartbeat
 from apps.health.tasks import beat_heartbeat
+from apps.operations.schedule import PERIODIC_JOBS
 from apps.operations.tasks import purge_by_retention
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.services import task_submit
@@ -75,3 +78,17 @@ def test_with_the_cache_down_a_job_still_runs(closed_port, caplog):
         assert beat_heartbeat() != "skipped"
     assert ServiceHeartbeat.objects.filter(name="beat").exists()
     assert "Lock of periodic job health.beat_heartbeat unavailable" in caplog.text
+
+
+def test_every_periodic_job_is_acknowledged_late_and_ends_within_its_lock():
+    current_app.loader.import_default_modules()  # every app's tasks module
+    jobs = [task for task in current_app.tasks.values() if hasattr(task, "lock_seconds")]
+    assert {job.name for job in jobs} == {job.task for job in PERIODIC_JOBS}
+    visibility = current_app.conf.broker_transport_options["visibility_timeout"]
+    for job in jobs:
+        assert job.acks_late is True, job.name
+        assert job.reject_on_worker_lost is True, job.name
+        # A run never outlives its lock (no second run at once) nor the visibility
+        # timeout (Redis would deliver it again while it runs).
+        assert 0 < job.soft_time_limit < job.time_limit <= job.lock_seconds, job.name
+        assert job.time_limit < visibility, job.name
