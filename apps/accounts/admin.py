@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.accounts.models import APIKey
-from apps.accounts.services import api_key_create, api_key_revoke
+from apps.accounts.services import api_key_create, api_key_revoke, api_key_update
 
 
 @admin.register(APIKey)
@@ -45,7 +45,7 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: APIKey, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            api_key_update(api_key=obj, name=obj.name, expires_at=obj.expires_at)
             return
         api_key, raw_key = api_key_create(user=obj.user, name=obj.name, expires_at=obj.expires_at)
         # The admin goes on with ``obj`` (log entry, redirect): make it the saved key.

@@ -41,3 +41,8 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="api"'
+
+
+def request_api_key(request: Request) -> APIKey | None:
+    """The API key that authenticated ``request``; None for a session or no authentication."""
+    return request.auth if isinstance(request.auth, APIKey) else None

@@ -1,4 +1,4 @@
-"""Writes on API keys: create (the only time the raw key exists), revoke, record use."""
+"""Writes on API keys: create (the only time the raw key exists), update, revoke, record use."""
 
 import hashlib
 import secrets
@@ -47,6 +47,14 @@ def api_key_create(
         expires_at=expires_at,
     )
     return api_key, raw_key
+
+
+def api_key_update(*, api_key: APIKey, name: str, expires_at: datetime | None) -> APIKey:
+    """Rename ``api_key`` or change when it expires (the key itself never changes)."""
+    api_key.name = name
+    api_key.expires_at = expires_at
+    api_key.save(update_fields=["name", "expires_at", "updated_at"])
+    return api_key
 
 
 def api_key_revoke(*, api_key: APIKey) -> APIKey:

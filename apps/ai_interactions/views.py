@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.models import APIKey
+from apps.accounts.authentication import request_api_key
 from apps.ai_interactions.catalog import model_list
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.selectors import interaction_get, interaction_list
@@ -28,11 +28,11 @@ from apps.ai_interactions.services import (
     interaction_retry,
 )
 from apps.ai_interactions.usage.selectors import interaction_usage
-from contextos.schema import ITEM_ID
+from contextos.schema import ITEM_ID, error_responses
 from contextos.serializers import ErrorSerializer
 from contextos.views import ITEM_ID_PATTERN
 
-ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 429), ErrorSerializer)
+ERRORS = error_responses(400, 401, 403, 404, 409, 429)
 DEFAULT_SPAN = timedelta(days=30)
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 
@@ -104,7 +104,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
         responses={
             201: OpenApiResponse(InteractionSerializer, description="Answered (sync)."),
             202: OpenApiResponse(InteractionSerializer, description="Queued (async)."),
-            413: ErrorSerializer,
+            **error_responses(413),
             502: OpenApiResponse(ErrorSerializer, description="The provider failed."),
             **ERRORS,
         },
@@ -116,7 +116,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
         values = data.validated_data
         interaction = interaction_create(
             owner=request.user,
-            api_key=request.auth if isinstance(request.auth, APIKey) else None,
+            api_key=request_api_key(request),
             messages=values["messages"],
             model_name=values.get("model"),
             params=values["params"],
@@ -153,7 +153,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
         responses={
             200: OpenApiResponse(InteractionSerializer, description="Answered (sync)."),
             202: OpenApiResponse(InteractionSerializer, description="Queued again (async)."),
-            502: ErrorSerializer,
+            **error_responses(502),
             **ERRORS,
         },
         tags=["ai"],

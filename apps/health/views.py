@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from apps.health.selectors import health_detail, readiness_report
 from apps.health.serializers import HealthDetailSerializer, LiveSerializer, ReadinessSerializer
-from contextos.serializers import ErrorSerializer
+from contextos.schema import error_responses
 
 _UNAVAILABLE = OpenApiResponse(ReadinessSerializer, description="A dependency is down.")
 
@@ -55,8 +55,7 @@ class HealthDetailView(APIView):
         summary="Detailed health (staff)",
         responses={
             200: HealthDetailSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
+            **error_responses(401, 403),
             503: OpenApiResponse(HealthDetailSerializer, description="A dependency is down."),
         },
         tags=["health"],

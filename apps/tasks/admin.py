@@ -88,16 +88,10 @@ class TaskAdmin(RecordAdmin):
         ),
     )
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        # Indexed lookups chosen by the term's shape, instead of an OR over a join.
-        term = search_term.strip()
-        if not term:
-            return queryset, False
+    def search_filter(self, term: str) -> Q:
         if (task_id := as_uuid(term)) is not None:
-            return queryset.filter(Q(pk=task_id) | Q(celery_task_id=term)), False
-        return queryset.filter(
-            Q(type=term) | Q(idempotency_key=term) | Q(owner__in=owned_by_username(term))
-        ), False
+            return Q(pk=task_id) | Q(celery_task_id=term)
+        return Q(type=term) | Q(idempotency_key=term) | Q(owner__in=owned_by_username(term))
 
     @admin.display(description="progress")
     def percent(self, task: Task) -> str:

@@ -22,20 +22,12 @@ from apps.tasks.serializers import (
 )
 from apps.tasks.services import task_cancel, task_retry, task_submit
 from contextos.exceptions import ValidationFailed
-from contextos.schema import ITEM_ID
-from contextos.serializers import ErrorSerializer
+from contextos.schema import ITEM_ID, error_responses
 from contextos.views import ITEM_ID_PATTERN
 
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
 
-ERRORS = {
-    400: ErrorSerializer,
-    401: ErrorSerializer,
-    403: ErrorSerializer,
-    404: ErrorSerializer,
-    409: ErrorSerializer,
-    429: ErrorSerializer,
-}
+ERRORS = error_responses(400, 401, 403, 404, 409, 429)
 
 
 def _submit_request_schema() -> dict[str, Any]:

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from apps.accounts.models import APIKey
-from apps.accounts.services import api_key_hash
+from apps.accounts.services import api_key_create, api_key_hash
 from tests.security.routes import exercise
 
 ECHO = "/api/v1/_test/echo/"
@@ -100,3 +100,26 @@ def test_admin_shows_a_new_key_once_and_stores_only_its_hash(client, staff_user)
     page = client.get(f"/admin/accounts/apikey/{api_key.pk}/change/").content.decode()
     assert raw_key not in page
     assert api_key.prefix in page
+
+
+@pytest.mark.django_db
+def test_admin_change_form_renames_and_expires_a_key_which_then_stops_working(
+    client, staff_user, user, client_for
+):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    api_key, raw_key = api_key_create(user=user, name="old name")
+    assert client_for(raw_key).get("/api/v1/tasks/").status_code == 200
+
+    response = client.post(
+        f"/admin/accounts/apikey/{api_key.pk}/change/",
+        {"name": "new name", "expires_at_0": "2020-01-01", "expires_at_1": "00:00:00"},
+    )
+
+    assert response.status_code == 302
+    api_key.refresh_from_db()
+    assert api_key.name == "new name"
+    assert api_key.expires_at is not None
+    assert api_key.key_hash == api_key_hash(raw_key)
+    assert client_for(raw_key).get("/api/v1/tasks/").status_code == 401
