@@ -4,7 +4,6 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from apps.ai_interactions import gateway
 from contextos import assets, home
 from contextos import views as kernel_views
 
@@ -22,8 +21,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/redoc/redoc.standalone.js", assets.redoc_bundle, name="redoc-bundle"),
-    path("v1/chat/completions", gateway.ChatCompletionsView.as_view(), name="openai-chat"),
-    path("v1/models", gateway.ModelsView.as_view(), name="openai-models"),
+    path("v1/", include("apps.ai_interactions.openai_api.urls")),
     path("metrics", kernel_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("favicon.ico", assets.favicon, name="favicon"),

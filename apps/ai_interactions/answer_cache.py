@@ -77,11 +77,6 @@ def _cached_value(answer: dict[str, Any], model: str) -> dict[str, Any]:
     return {**answer, "model": model}
 
 
-def remember_answer(digest: str, answer: dict[str, Any], *, model: str) -> None:
-    """Cache ``answer`` (text, finish_reason, tokens) of ``model`` for the prompt ``digest``."""
-    _store(digest, _cached_value(answer, model))
-
-
 def _store(digest: str, value: dict[str, Any]) -> None:
     cache.set(response_cache_key(digest), value, timeout=settings.AI_CACHE_TTL)
 

@@ -6,10 +6,10 @@ requests that arrive together make one provider call (a Redis lock), and
 with Redis down calls still work, uncached.
 """
 
-import hashlib
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
+from dataclasses import replace
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -31,18 +31,22 @@ from apps.ai_interactions.models import (
     InteractionStatus,
 )
 from apps.ai_interactions.providers.base import (
-    Generation,
     Message,
     ModelInfo,
     ProviderCallError,
+    StreamChunk,
 )
 from apps.ai_interactions.providers.retry import call_with_retries
+from apps.tasks.services import task_submit
+from contextos.digest import canonical_digest
 from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 GENERATE_TASK_TYPE = "ai.generate"
 
 T = TypeVar("T")
+# An answer as it comes: closing it midway records the call as cut short.
+Chunks = Generator[StreamChunk, None, None]
 
 
 def prompt_chars(messages: list[Message]) -> int:
@@ -50,13 +54,9 @@ def prompt_chars(messages: list[Message]) -> int:
 
 
 def prompt_hash(*, provider: str, model: str, messages: list[Message], params: dict) -> str:
-    canonical = json.dumps(
-        {"provider": provider, "model": model, "messages": messages, "params": params},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+    return canonical_digest(
+        {"provider": provider, "model": model, "messages": messages, "params": params}
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def check_prompt_size(messages: list[Message]) -> None:
@@ -131,8 +131,15 @@ def record_answer(
 
 
 def record_failure(
-    interaction: AIInteraction, error: ProviderCallError, *, started: float, final: bool
+    interaction: AIInteraction,
+    error: ProviderCallError,
+    *,
+    started: float,
+    final: bool,
+    attempts: Sequence[dict[str, Any]] = (),
 ) -> None:
+    """The provider failed; ``attempts`` are this run's attempts that succeeded before it
+    (a stream cut off midway), ``error.attempts`` the failed ones."""
     interaction.status = InteractionStatus.FAILED if final else InteractionStatus.QUEUED
     interaction.error = {
         "message": error.message,
@@ -141,9 +148,23 @@ def record_failure(
     }
     interaction.provider_error_type = error.error_type
     interaction.provider_status = error.status
-    interaction.attempts = [*interaction.attempts, *(a.as_dict() for a in error.attempts)]
+    interaction.attempts = [
+        *interaction.attempts,
+        *attempts,
+        *(attempt.as_dict() for attempt in error.attempts),
+    ]
     interaction.latency_ms = round((time.perf_counter() - started) * 1000, 2)
     interaction.completed_at = timezone.now() if final else None
+
+
+def record_cut_short(
+    interaction: AIInteraction, *, started: float, message: str, kind: str
+) -> None:
+    """The call ended before its answer did: the client left, or ContextOS failed."""
+    interaction.status = InteractionStatus.FAILED
+    interaction.error = {"message": message, "type": kind, "provider_status": None}
+    interaction.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    interaction.completed_at = timezone.now()
 
 
 def call_provider(call: Callable[[], T]) -> tuple[T, list[dict[str, Any]]]:
@@ -157,9 +178,10 @@ def call_provider(call: Callable[[], T]) -> tuple[T, list[dict[str, Any]]]:
     return result, [attempt.as_dict() for attempt in attempts]
 
 
-def _generate(interaction: AIInteraction, model: ModelInfo) -> tuple[Generation, list]:
+def _generated(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, list]:
+    """The provider's whole answer as one chunk, asked with retries."""
     provider = provider_for(model)
-    return call_provider(
+    generation, attempts = call_provider(
         lambda: provider.generate(
             messages=interaction.messages,
             model=model.model,
@@ -168,14 +190,142 @@ def _generate(interaction: AIInteraction, model: ModelInfo) -> tuple[Generation,
         )
     )
 
+    def whole() -> Chunks:
+        yield StreamChunk(
+            delta=generation.text,
+            finish_reason=generation.finish_reason,
+            input_tokens=generation.input_tokens,
+            output_tokens=generation.output_tokens,
+        )
 
-def _answer_fields(generation: Generation) -> dict[str, Any]:
-    return {
-        "text": generation.text,
-        "finish_reason": generation.finish_reason,
-        "input_tokens": generation.input_tokens,
-        "output_tokens": generation.output_tokens,
-    }
+    return whole(), attempts
+
+
+def _streamed(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, list]:
+    """The provider's answer as it comes, retried (as a whole call is) until its first chunk."""
+    provider = provider_for(model)
+
+    def first() -> tuple[StreamChunk, Iterator[StreamChunk]]:
+        chunks = iter(
+            provider.stream(
+                messages=interaction.messages,
+                model=model.model,
+                params=interaction.params,
+                timeout=settings.AI_PROVIDER_TIMEOUT,
+            )
+        )
+        return next(chunks, StreamChunk(finish_reason="stop")), chunks
+
+    (head, rest), attempts = call_provider(first)
+
+    def chained() -> Chunks:
+        yield head
+        yield from rest
+
+    return chained(), attempts
+
+
+def _replayed(answer: dict[str, Any], *, streamed: bool) -> Chunks:
+    """A cached answer as the provider would give it: word by word to a stream."""
+    ending = StreamChunk(
+        finish_reason=answer["finish_reason"],
+        input_tokens=answer["input_tokens"],
+        output_tokens=answer["output_tokens"],
+    )
+    if not streamed:
+        yield replace(ending, delta=answer["text"])
+        return
+    for index, word in enumerate(answer["text"].split(" ")):
+        yield StreamChunk(delta=word if index == 0 else f" {word}")
+    yield ending
+
+
+def _answered(
+    interaction: AIInteraction,
+    *,
+    use_cache: bool,
+    streamed: bool = False,
+    final: bool = True,
+    announce: bool = False,
+) -> Chunks:
+    """The one path of every AI call: the answer of ``interaction``, chunk by chunk.
+
+    Looks the prompt up and takes its lock (single flight), else asks the
+    provider with retries; records the outcome on the row and saves it once the
+    last chunk is out (before the caller hears the end), caches the answer and
+    releases the lock, and counts it. ``announce`` saves the row as running before
+    the provider is called. A provider failure is recorded (``failed``, or
+    ``queued`` again when not ``final``: it will be retried) and raised as
+    :class:`ProviderCallError`; a caller that stops listening (a client gone
+    midway) leaves the row failed as ``client_disconnected`` and the lock released.
+    """
+    model = model_get(interaction.model)
+    started = time.perf_counter()
+    interaction.status = InteractionStatus.RUNNING
+    interaction.started_at = interaction.started_at or timezone.now()
+    pieces: list[str] = []
+    attempts: list[dict[str, Any]] = []
+    try:
+        with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
+            if flight.answer is not None:
+                chunks = _replayed(flight.answer, streamed=streamed)
+            else:
+                if announce:
+                    interaction.save()
+                ask = _streamed if streamed else _generated
+                chunks, attempts = ask(interaction, model)
+            with closing(chunks):
+                last = StreamChunk()
+                for chunk in chunks:
+                    pieces.append(chunk.delta)
+                    if chunk.finish_reason is not None:
+                        last = chunk
+                    yield chunk
+            answer = {
+                "text": "".join(pieces),
+                "finish_reason": last.finish_reason or "stop",
+                "input_tokens": last.input_tokens or 0,
+                "output_tokens": last.output_tokens or 0,
+            }
+            if flight.answer is None:
+                flight.keep(answer, model=interaction.model)
+            record_answer(
+                interaction,
+                model=model,
+                answer=answer,
+                cached=flight.answer is not None,
+                started=started,
+                attempts=attempts,
+            )
+    except ProviderCallError as error:
+        interaction.response = "".join(pieces)
+        record_failure(interaction, error, started=started, final=final, attempts=attempts)
+        _save(interaction, counted=final)
+        raise
+    except GeneratorExit:
+        interaction.response = "".join(pieces)
+        record_cut_short(
+            interaction,
+            started=started,
+            message="The client closed the stream.",
+            kind="client_disconnected",
+        )
+        _save(interaction)
+        raise
+    except Exception:
+        interaction.response = "".join(pieces)
+        record_cut_short(
+            interaction, started=started, message="The call failed.", kind="internal_error"
+        )
+        _save(interaction)
+        raise
+    _save(interaction)
+
+
+def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
+    interaction.save()
+    if counted:
+        metrics.interaction_finished(interaction)
 
 
 def interaction_run(
@@ -183,47 +333,43 @@ def interaction_run(
 ) -> None:
     """Answer ``interaction`` (from the cache, or the provider) and save the outcome.
 
-    ``announce`` saves the row as running before the provider is called. Raises
-    :class:`ProviderCallError` when the provider fails; the row then says
-    ``failed`` (or ``queued`` again when ``final`` is False: it will be retried).
+    See :func:`_answered`: raises :class:`ProviderCallError` when the provider fails.
     """
-    model = model_get(interaction.model)
-    started = time.perf_counter()
-    interaction.status = InteractionStatus.RUNNING
-    interaction.started_at = interaction.started_at or timezone.now()
-    try:
-        with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
-            if flight.answer is not None:
-                record_answer(
-                    interaction,
-                    model=model,
-                    answer=flight.answer,
-                    cached=True,
-                    started=started,
-                    attempts=[],
-                )
-            else:
-                if announce:
-                    interaction.save()
-                generation, attempts = _generate(interaction, model)
-                answer = _answer_fields(generation)
-                flight.keep(answer, model=interaction.model)
-                record_answer(
-                    interaction,
-                    model=model,
-                    answer=answer,
-                    cached=False,
-                    started=started,
-                    attempts=attempts,
-                )
-    except ProviderCallError as error:
-        record_failure(interaction, error, started=started, final=final)
-        interaction.save()
-        if final:
-            metrics.interaction_finished(interaction)
-        raise
-    interaction.save()
-    metrics.interaction_finished(interaction)
+    for _ in _answered(interaction, use_cache=use_cache, final=final, announce=announce):
+        pass
+
+
+def interaction_stream(
+    *,
+    owner: AbstractBaseUser,
+    api_key: Any = None,
+    messages: list[Message],
+    model_name: str | None = None,
+    params: dict[str, Any] | None = None,
+    use_cache: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[AIInteraction, Chunks]:
+    """Ask a model for a streamed (gateway) answer: the interaction, and its chunks.
+
+    The call is checked now (bad input raises before anything is sent); the
+    provider is asked, and the row written, as the chunks are read (see
+    :func:`_answered`): a provider failure raises :class:`ProviderCallError`
+    from the iterator, after it is recorded. Identical streams share one
+    provider call: the others replay its cached answer.
+    """
+    check_prompt_size(messages)
+    interaction = interaction_build(
+        owner=owner,
+        api_key=api_key,
+        model=model_get(model_name),
+        messages=messages,
+        params=params or {},
+        mode=InteractionMode.GATEWAY,
+        metadata=metadata or {},
+        status=InteractionStatus.RUNNING,
+    )
+    interaction.started_at = timezone.now()
+    return interaction, _answered(interaction, use_cache=use_cache, streamed=True)
 
 
 def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> ProviderError:
@@ -277,8 +423,6 @@ def interaction_create(
 
 def _enqueue(interaction: AIInteraction, use_cache: bool, *, insert: bool = True) -> AIInteraction:
     """Save ``interaction`` as queued with an ``ai.generate`` task, in one transaction."""
-    from apps.tasks.services import task_submit
-
     interaction.status = InteractionStatus.QUEUED
     with transaction.atomic():
         task, _ = task_submit(

@@ -22,6 +22,8 @@ class Reply:
     A 200 with neither gets the fake's default success (streamed if the request asked);
     an error status with neither gets the provider's error JSON. ``delay`` holds the
     answer back (a long one is a hang); ``chunk_delay`` pauses between streamed events.
+    ``fail_after`` cuts a streamed default answer after that many words with the
+    provider's error event (a provider failing mid-answer, after its 200).
     """
 
     status: int = 200
@@ -30,6 +32,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     text: str | None = None
     chunk_delay: float = 0.0
+    fail_after: int | None = None
 
 
 def word_count(text: str) -> int:

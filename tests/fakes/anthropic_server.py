@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from tests.fakes import (
     word_count,
 )
 
-__all__ = ["FakeAnthropic", "Reply", "fake_anthropic"]
+__all__ = ["MIDWAY_ERROR", "FakeAnthropic", "Reply", "fake_anthropic"]
 
 MODEL = "fake-claude"
+# The message of the error event that ends a stream scripted with ``Reply(fail_after=...)``.
+MIDWAY_ERROR = "The fake is overloaded mid-answer."
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -105,12 +108,23 @@ class FakeAnthropic(FakeServer):
                 reply.headers,
             )
             return
+        events = _stream_events(model, words, stop_reason, input_tokens)
+        if reply.fail_after is not None:
+            events = _failing_midway(events, reply.fail_after)
         handler.send_events(
-            _stream_events(model, words, stop_reason, input_tokens),
+            events,
             headers=reply.headers,
             chunk_delay=reply.chunk_delay,
             pause=self.pause,
         )
+
+
+def _failing_midway(events: Iterator[str], words: int) -> Iterator[str]:
+    """The opening events and the first ``words`` word events, then an overloaded error."""
+    yield from islice(events, 3 + words)
+    yield sse(
+        "error", {"type": "error", "error": {"type": "overloaded_error", "message": MIDWAY_ERROR}}
+    )
 
 
 def _stream_events(

@@ -3,6 +3,7 @@
 import json
 import time
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -17,9 +18,11 @@ from tests.fakes import (
     word_count,
 )
 
-__all__ = ["FakeOpenAI", "Reply", "fake_openai"]
+__all__ = ["MIDWAY_ERROR", "FakeOpenAI", "Reply", "fake_openai"]
 
 MODEL = "fake-model"
+# The message of the error event that ends a stream scripted with ``Reply(fail_after=...)``.
+MIDWAY_ERROR = "The fake failed mid-answer."
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
@@ -100,12 +103,21 @@ class FakeOpenAI(FakeServer):
             )
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = _stream_events(model, words, finish_reason, usage if include_usage else None)
+        if reply.fail_after is not None:
+            events = _failing_midway(events, reply.fail_after, self.error_body(500, MIDWAY_ERROR))
         handler.send_events(
-            _stream_events(model, words, finish_reason, usage if include_usage else None),
+            events,
             headers=reply.headers,
             chunk_delay=reply.chunk_delay,
             pause=self.pause,
         )
+
+
+def _failing_midway(events: Iterator[str], words: int, error: dict[str, Any]) -> Iterator[str]:
+    """The role event and the first ``words`` word events, then ``error`` as an event."""
+    yield from islice(events, 1 + words)
+    yield f"data: {json.dumps(error)}\n\n"
 
 
 def _stream_events(
