@@ -66,11 +66,25 @@ def openai_model(fake_openai, settings):
     settings.OPENAI_BASE_URL = fake_openai.base_url
     settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
     settings.OPENAI_MODELS = ["fake-gpt:1.00:2.00"]
+    _quick_retries(settings)
+    return fake_openai
+
+
+@pytest.fixture
+def anthropic_model(fake_anthropic, settings):
+    """The fake Anthropic server configured as provider of ``fake-claude`` ($1/$2 per Mtok)."""
+    settings.ANTHROPIC_BASE_URL = fake_anthropic.base_url
+    settings.ANTHROPIC_API_KEY = "sk-ant-test-not-a-real-key"
+    settings.ANTHROPIC_MODELS = ["fake-claude:1.00:2.00"]
+    _quick_retries(settings)
+    return fake_anthropic
+
+
+def _quick_retries(settings) -> None:
     settings.AI_PROVIDER_TIMEOUT = 1.0
     settings.AI_PROVIDER_MAX_ATTEMPTS = 3
     settings.AI_RETRY_BASE_DELAY = 0.01
     settings.AI_RETRY_MAX_DELAY = 0.05
-    return fake_openai
 
 
 @pytest.fixture(autouse=True)

@@ -121,18 +121,11 @@ class Upstream:
 
 
 @pytest.fixture(params=["openai", "anthropic"])
-def upstream(request, settings) -> Upstream:
+def upstream(request) -> Upstream:
     """A streaming provider: the fake OpenAI server, or the fake Anthropic one."""
     if request.param == "openai":
         return Upstream(request.getfixturevalue("openai_model"), MODEL, openai_server.MIDWAY_ERROR)
-    fake = request.getfixturevalue("fake_anthropic")
-    settings.ANTHROPIC_BASE_URL = fake.base_url
-    settings.ANTHROPIC_API_KEY = "sk-ant-test-not-a-real-key"
-    settings.ANTHROPIC_MODELS = ["fake-claude:1.00:2.00"]
-    settings.AI_PROVIDER_TIMEOUT = 1.0
-    settings.AI_PROVIDER_MAX_ATTEMPTS = 3
-    settings.AI_RETRY_BASE_DELAY = 0.01
-    settings.AI_RETRY_MAX_DELAY = 0.05
+    fake = request.getfixturevalue("anthropic_model")
     return Upstream(fake, "fake-claude", anthropic_server.MIDWAY_ERROR)
 
 
