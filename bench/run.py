@@ -288,21 +288,57 @@ def http_row(scenario: str, pairs: Paired, target: float) -> Row:
 
 
 def added_latency(
-    gateway: str, upstream: str, api_key: str, *, runs: int, requests: int
+    gateway: str,
+    upstream: str,
+    api_key: str,
+    *,
+    runs: int,
+    requests: int,
+    body: Callable[[str], dict] | None = None,
 ) -> tuple[float, float]:
-    """Median ms of a chat completion through ContextOS and straight to the upstream."""
+    """Median ms of a call through ContextOS (``gateway``: its URL) and straight to the
+    upstream; ``body`` makes each request's body from a prompt never asked before."""
+    body = body or chat_body
     ours, theirs = [], []
     for run in range(runs):
         for _ in range(requests):
-            prompt = f"latency probe {run} {time.perf_counter_ns()}"  # never a cache hit
-            body = {"model": BENCH_MODEL, "messages": [{"role": "user", "content": prompt}]}
-            pair = [(ours, f"{gateway}/v1/chat/completions", api_key), (theirs, upstream, None)]
+            sent = body(f"latency probe {run} {time.perf_counter_ns()}")  # never a cache hit
+            pair = [(ours, gateway, api_key), (theirs, upstream, None)]
             for results, url, key in pair if run % 2 == 0 else reversed(pair):
-                status, seconds = post_json(url, body, key)
+                status, seconds = post_json(url, sent, key)
                 if status != 200:
                     raise BenchError(f"{url} answered {status}")
                 results.append(seconds * 1000)
     return statistics.median(ours), statistics.median(theirs)
+
+
+def chat_body(prompt: str) -> dict:
+    return {"model": BENCH_MODEL, "messages": [{"role": "user", "content": prompt}]}
+
+
+def _tool(name: str) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"Look {name} up.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+        },
+    }
+
+
+def tool_call_body(prompt: str) -> dict:
+    """A chat request with two tools, answered by one tool call."""
+    return {**chat_body(prompt), "tools": [_tool("weather"), _tool("time")]}
+
+
+def embeddings_body(prompt: str) -> dict:
+    """Sixteen inputs to embed."""
+    return {"model": BENCH_MODEL, "input": [f"{prompt} #{number}" for number in range(16)]}
 
 
 def deep_cursor_url(base: str, depth: int) -> str:
@@ -392,8 +428,18 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
                 runs=runs,
                 seconds=seconds,
             )
-            gateway_ms, direct_ms = added_latency(
-                base, f"{upstream.base_url}/chat/completions", api_key, runs=runs, requests=100
+            chat = (f"{base}/v1/chat/completions", f"{upstream.base_url}/chat/completions")
+            gateway_ms, direct_ms = added_latency(*chat, api_key, runs=runs, requests=100)
+            tools_ms, tools_direct_ms = added_latency(
+                *chat, api_key, runs=runs, requests=100, body=tool_call_body
+            )
+            embeddings_ms, embeddings_direct_ms = added_latency(
+                f"{base}/v1/embeddings",
+                f"{upstream.base_url}/embeddings",
+                api_key,
+                runs=runs,
+                requests=100,
+                body=embeddings_body,
             )
             # Latency: the deep page's figure first, its ratio deep over first.
             deep = compare_http(
@@ -415,6 +461,23 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
             "/v1/chat/completions vs the upstream directly (50 ms upstream), median",
             gateway_ms,
             direct_ms,
+            "ms",
+            10,
+            kind="max-added",
+        ),
+        Row(
+            "/v1/chat/completions with 2 tools, 1 call back, vs the upstream directly "
+            "(50 ms upstream), median",
+            tools_ms,
+            tools_direct_ms,
+            "ms",
+            10,
+            kind="max-added",
+        ),
+        Row(
+            "/v1/embeddings of 16 inputs vs the upstream directly (50 ms upstream), median",
+            embeddings_ms,
+            embeddings_direct_ms,
             "ms",
             10,
             kind="max-added",

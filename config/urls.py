@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/redoc/redoc.standalone.js", assets.redoc_bundle, name="redoc-bundle"),
+    path("v1/", include("apps.ai_interactions.anthropic_api.urls")),
     path("v1/", include("apps.ai_interactions.openai_api.urls")),
     path("metrics", kernel_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),

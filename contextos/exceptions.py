@@ -1,7 +1,8 @@
 """The error hierarchy and the one exception handler that renders every API error.
 
 Every error under ``/api/`` has the body
-``{"error": message, "code": code, "details": {...}, "request_id": id}``.
+``{"error": message, "code": code, "details": {...}, "request_id": id}``; errors of the
+gateway use its clients' shapes: OpenAI's under ``/v1/``, Anthropic's on ``/v1/messages``.
 """
 
 import logging
@@ -80,6 +81,18 @@ class ProviderError(AppError):
     message = "The AI provider failed to answer."
 
 
+class ProviderRejected(AppError):
+    """The provider refused the request itself (e.g. an invalid tool schema): on ``/v1``,
+    the client gets the provider's 4xx status and message."""
+
+    code = "provider_rejected_request"
+    message = "The AI provider refused the request."
+
+    def __init__(self, message: str | None = None, *, status_code: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+
+
 class ServiceUnavailable(AppError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "service_unavailable"
@@ -156,7 +169,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         request.accepted_renderer = JSONRenderer()
         request.accepted_media_type = JSONRenderer.media_type
     response = _error_response(exc, context)
-    if request is not None and is_openai_path(request):
+    if request is not None and is_anthropic_path(request):
+        response.data = anthropic_error_body(
+            response.data["error"], response.data["code"], response.status_code
+        )
+    elif request is not None and is_openai_path(request):
         response.data = openai_error_body(
             response.data["error"], response.data["code"], response.status_code
         )
@@ -206,6 +223,38 @@ def openai_error_body(message: str, code: str, status_code: int) -> dict[str, An
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
 
 
+def is_anthropic_path(request: HttpRequest) -> bool:
+    """``/v1/messages`` (and below it): Anthropic's Messages API, whose clients read
+    Anthropic's error shape."""
+    return request.path == "/v1/messages" or request.path.startswith("/v1/messages/")
+
+
+# Anthropic's error type for each status; other 4xx are invalid requests, other 5xx api errors.
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(message: str, code: str, status_code: int) -> dict[str, Any]:
+    """Anthropic's error shape, used on ``/v1/messages``; ``code`` keeps ContextOS's own
+    stable code beside Anthropic's ``type``."""
+    error_type = _ANTHROPIC_ERROR_TYPES.get(status_code) or (
+        "invalid_request_error" if status_code < 500 else "api_error"
+    )
+    return {
+        "type": "error",
+        "error": {"type": error_type, "message": message, "code": code},
+        "request_id": current_request_id(),
+    }
+
+
 def openai_error_response(message: str, code: str, status_code: int) -> JsonResponse:
     return JsonResponse(openai_error_body(message, code, status_code), status=status_code)
 
@@ -214,6 +263,8 @@ def plain_error_response(
     request: HttpRequest, message: str, code: str, status_code: int
 ) -> JsonResponse:
     """An error for code outside DRF views, in the shape the request's path expects."""
+    if is_anthropic_path(request):
+        return JsonResponse(anthropic_error_body(message, code, status_code), status=status_code)
     if is_openai_path(request):
         return openai_error_response(message, code, status_code)
     return error_json_response(message, code, status_code)

@@ -1,4 +1,5 @@
-"""DRF authentication by ``Authorization: Bearer <api key>``."""
+"""DRF authentication by ``Authorization: Bearer <api key>``, or ``x-api-key: <api key>``
+as Anthropic's clients send it."""
 
 from django.contrib.auth.models import AbstractBaseUser
 from rest_framework import authentication, exceptions
@@ -10,12 +11,15 @@ from apps.accounts.services import api_key_record_use
 
 
 class APIKeyAuthentication(authentication.BaseAuthentication):
+    """The ``Authorization`` header when there is one, else ``x-api-key``."""
+
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[AbstractBaseUser, APIKey] | None:
         header = authentication.get_authorization_header(request)
         if not header:
-            return None
+            raw_key = request.META.get("HTTP_X_API_KEY", "").strip()
+            return self._authenticated(raw_key) if raw_key else None
         try:
             parts = header.decode("ascii").split()
         except UnicodeDecodeError:
@@ -29,7 +33,11 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Malformed Authorization header: expected 'Bearer <api key>'."
             )
-        api_key = api_key_get_by_raw(raw_key=parts[1])
+        return self._authenticated(parts[1])
+
+    @staticmethod
+    def _authenticated(raw_key: str) -> tuple[AbstractBaseUser, APIKey]:
+        api_key = api_key_get_by_raw(raw_key=raw_key)
         if api_key is None or not api_key.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if api_key.is_revoked:

@@ -1,6 +1,7 @@
 """Admin for AI interactions: filters, search, readable detail, retry and CSV export."""
 
 import csv
+import json
 
 from django.contrib import admin
 from django.db.models import Q, QuerySet
@@ -50,6 +51,16 @@ class ProviderFilter(_CatalogFilter):
     title = parameter_name = "provider"
 
 
+def _shown(message: dict) -> str:
+    """A message as text: its content as it is (parts, as JSON), then any tool calls."""
+    content = message.get("content")
+    shown = content if isinstance(content, str) else ""
+    if isinstance(content, list):
+        shown = json.dumps(content, indent=2)
+    extras = {key: message[key] for key in ("tool_calls", "tool_call_id") if key in message}
+    return "\n".join(filter(None, [shown, json.dumps(extras, indent=2) if extras else ""]))
+
+
 class _Echo:
     """A file-like object whose write returns the line, for streaming CSV."""
 
@@ -71,15 +82,21 @@ class AIInteractionAdmin(RecordAdmin):
         "cost_usd",
         "latency_ms",
     )
-    list_filter = ("status", ProviderFilter, ModelFilter, "cached", "mode", "created_at")
+    list_filter = ("status", "kind", ProviderFilter, ModelFilter, "cached", "mode", "created_at")
     search_fields = ("=id", "=prompt_hash", "=owner__username")
     search_help_text = "An interaction id, a prompt hash, or an owner's username."
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     actions = ("retry_interactions", "export_csv")
     fieldsets = (
-        (None, {"fields": ("id", "owner", "status", "mode", "provider", "model", "cached")}),
-        ("Conversation", {"fields": ("conversation", "response_text", "params_json")}),
+        (
+            None,
+            {"fields": ("id", "owner", "status", "kind", "mode", "provider", "model", "cached")},
+        ),
+        (
+            "Conversation",
+            {"fields": ("conversation", "response_text", "response_message_json", "params_json")},
+        ),
         (
             "Outcome",
             {
@@ -122,15 +139,13 @@ class AIInteractionAdmin(RecordAdmin):
             format_html_join(
                 "",
                 '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>',
-                (
-                    (message.get("role", ""), message.get("content", ""))
-                    for message in interaction.messages
-                ),
+                ((message.get("role", ""), _shown(message)) for message in interaction.messages),
             )
             or "—"
         )
 
     params_json = json_display("params")
+    response_message_json = json_display("response_message", "response message")
     error_json = json_display("error")
     attempts_json = json_display("attempts")
     metadata_json = json_display("metadata")

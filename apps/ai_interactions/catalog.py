@@ -8,6 +8,8 @@ from apps.ai_interactions.providers.base import ModelInfo, Provider
 from contextos.exceptions import ValidationFailed
 
 ECHO_MODEL = "echo-1"
+# Echo's embedding model: deterministic unit vectors (any model of a provider that embeds will).
+ECHO_EMBEDDING_MODEL = "echo-embed-1"
 
 
 def _parse(provider: str, entries: list[str]) -> list[ModelInfo]:
@@ -28,6 +30,7 @@ def model_list() -> list[ModelInfo]:
     """Every configured model; the default one is marked."""
     configured = [
         ModelInfo("echo", ECHO_MODEL),
+        ModelInfo("echo", ECHO_EMBEDDING_MODEL),
         *_parse("openai", settings.OPENAI_MODELS),
         *_parse("anthropic", settings.ANTHROPIC_MODELS),
     ]
@@ -43,13 +46,17 @@ def model_list() -> list[ModelInfo]:
     ]
 
 
+class UnknownModel(ValidationFailed):
+    """No configured model has that name (a 400 on the REST API, a 404 on ``/v1``)."""
+
+
 def model_get(name: str | None) -> ModelInfo:
     """The model called ``name`` (the default when None); unknown names are a 400."""
     name = name or settings.AI_DEFAULT_MODEL
     for model in model_list():
         if model.model == name:
             return model
-    raise ValidationFailed(
+    raise UnknownModel(
         f"Unknown model {name!r}.",
         details={"model": [f"Unknown model {name!r}; see /api/v1/ai/models/."]},
     )

@@ -25,6 +25,11 @@ class InteractionMode(models.TextChoices):
     GATEWAY = "gateway"
 
 
+class InteractionKind(models.TextChoices):
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+
+
 class AIInteraction(BaseModel):
     # Lookups by owner use ai_owner_created, which starts with it.
     owner = models.ForeignKey(
@@ -43,13 +48,25 @@ class AIInteraction(BaseModel):
         max_length=16, choices=InteractionStatus.choices, default=InteractionStatus.QUEUED
     )
     mode = models.CharField(max_length=16, choices=InteractionMode.choices)
+    # A default in the database too: rows written by SQL (bulk seeding) are chat calls.
+    kind = models.CharField(
+        max_length=16,
+        choices=InteractionKind.choices,
+        default=InteractionKind.CHAT,
+        db_default=InteractionKind.CHAT,
+    )
     provider = models.CharField(max_length=50)
     model = models.CharField(max_length=200)
     messages = models.JSONField()
     params = models.JSONField(default=dict, blank=True)
     prompt = models.TextField(help_text="Every message's content, for search and display.")
     prompt_hash = models.CharField(max_length=64, help_text="Digest of the cache key.")
-    response = models.TextField(blank=True)
+    response = models.TextField(blank=True, help_text="The answer's text (empty for a tool call).")
+    response_message = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The whole answer message: content, tool_calls, refusal.",
+    )
     finish_reason = models.CharField(max_length=50, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
@@ -63,6 +80,10 @@ class AIInteraction(BaseModel):
     metadata = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+
+    # The whole completion (every choice, usage details) of the call that just answered,
+    # in OpenAI's shape; not stored: what the gateway sends back.
+    completion: dict | None = None
 
     class Meta:
         verbose_name = "AI interaction"

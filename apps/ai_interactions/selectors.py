@@ -25,6 +25,7 @@ def interaction_list(
     *,
     user: AbstractBaseUser,
     status: str | None = None,
+    kind: str | None = None,
     model: str | None = None,
     provider: str | None = None,
     cached: bool | None = None,
@@ -36,6 +37,7 @@ def interaction_list(
     rows = visible_to(AIInteraction, user)
     filters = {
         "status": status,
+        "kind": kind,
         "model": model,
         "provider": provider,
         "cached": cached,

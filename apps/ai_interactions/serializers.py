@@ -6,12 +6,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.ai_interactions.models import AIInteraction, InteractionStatus
+from apps.ai_interactions.models import AIInteraction, InteractionKind, InteractionStatus
 from contextos.exceptions import ValidationFailed
 from contextos.serializers import StrictInputSerializer, decimal_string, iso_datetime
 
-ROLES = ["system", "user", "assistant"]
+ROLES = ["system", "user", "assistant", "developer", "tool"]
 MESSAGE_SHAPE = "Each message needs a 'role' and 'content'."
+CONTENT_SHAPE = "Message content must be a string or a list of parts, each an object with a 'type'."
 
 
 def one_of(names: Iterable[str]) -> str:
@@ -24,7 +25,31 @@ def invalid_role_message(role: object, roles: Iterable[str]) -> str:
     return f"Invalid role '{role}': use {one_of(roles)}."
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "object", "required": ["type"]}},
+        ],
+        "nullable": True,
+    }
+)
+class MessageContentField(serializers.JSONField):
+    """OpenAI's message content: a string, or a list of parts (text, image_url, ...)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and all(
+            isinstance(part, dict) and isinstance(part.get("type"), str) for part in data
+        ):
+            return data
+        raise serializers.ValidationError(CONTENT_SHAPE)
+
+
 class MessageSerializer(StrictInputSerializer):
+    """A message in OpenAI's shape: content as text or parts, tool calls and their results."""
+
     default_error_messages = {"invalid": MESSAGE_SHAPE}
 
     role = serializers.ChoiceField(
@@ -35,11 +60,18 @@ class MessageSerializer(StrictInputSerializer):
             "null": MESSAGE_SHAPE,
         },
     )
-    content = serializers.CharField(
-        allow_blank=True,
-        trim_whitespace=False,
-        error_messages={"required": MESSAGE_SHAPE, "null": MESSAGE_SHAPE},
+    content = MessageContentField(
+        allow_null=True, error_messages={"required": MESSAGE_SHAPE, "null": MESSAGE_SHAPE}
     )
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
+    tool_call_id = serializers.CharField(required=False, max_length=200)
+    name = serializers.CharField(required=False, max_length=200)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        # Only an assistant's tool calls may come without content.
+        if data.get("content") is None and not data.get("tool_calls"):
+            raise serializers.ValidationError({"content": [MESSAGE_SHAPE]})
+        return data
 
 
 class GenerationParamsSerializer(StrictInputSerializer):
@@ -47,6 +79,26 @@ class GenerationParamsSerializer(StrictInputSerializer):
     max_tokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
     top_p = serializers.FloatField(min_value=0, max_value=1, required=False)
     stop = serializers.JSONField(required=False, help_text="A string or up to 4 strings.")
+    n = serializers.IntegerField(
+        min_value=1, max_value=128, required=False, help_text="How many choices to answer."
+    )
+    seed = serializers.IntegerField(required=False)
+    tools = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text='OpenAI\'s tool definitions (`{"type": "function", "function": {...}}`).',
+    )
+    tool_choice = serializers.JSONField(
+        required=False, help_text="`none`, `auto`, `required` or a named function, as OpenAI's."
+    )
+    response_format = serializers.DictField(
+        required=False, help_text='`{"type": "text" | "json_object" | "json_schema", ...}`'
+    )
+
+    def validate_response_format(self, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") not in ("text", "json_object", "json_schema"):
+            raise serializers.ValidationError("'type' must be text, json_object or json_schema.")
+        return value
 
     def validate_stop(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -103,6 +155,7 @@ def _message_problem(errors: Mapping[str, Any]) -> str | None:
 
 class InteractionFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=InteractionStatus.choices, required=False)
+    kind = serializers.ChoiceField(choices=InteractionKind.choices, required=False)
     model = serializers.CharField(required=False, max_length=200)
     provider = serializers.CharField(required=False, max_length=50)
     cached = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -131,7 +184,9 @@ class InteractionSerializer(serializers.ModelSerializer):
             "model",
             "messages",
             "params",
+            "kind",
             "response",
+            "response_message",
             "finish_reason",
             "input_tokens",
             "output_tokens",
@@ -162,7 +217,9 @@ class InteractionSerializer(serializers.ModelSerializer):
             "model": interaction.model,
             "messages": interaction.messages,
             "params": interaction.params,
+            "kind": interaction.kind,
             "response": interaction.response,
+            "response_message": interaction.response_message,
             "finish_reason": interaction.finish_reason,
             "input_tokens": interaction.input_tokens,
             "output_tokens": interaction.output_tokens,

@@ -6,10 +6,10 @@ requests that arrive together make one provider call (a Redis lock), and
 with Redis down calls still work, uncached.
 """
 
+import json
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
-from dataclasses import replace
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -23,23 +23,39 @@ from django.utils import timezone
 
 from apps.ai_interactions import metrics
 from apps.ai_interactions.answer_cache import response_cache_key, single_flight
+from apps.ai_interactions.answers import (
+    AnswerAssembler,
+    answer_of,
+    completion_body,
+    replayed_chunks,
+)
 from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
 from apps.ai_interactions.models import (
     FINISHED_STATUSES,
     AIInteraction,
+    InteractionKind,
     InteractionMode,
     InteractionStatus,
 )
 from apps.ai_interactions.providers.base import (
+    Generation,
     Message,
     ModelInfo,
     ProviderCallError,
     StreamChunk,
+    content_text,
 )
 from apps.ai_interactions.providers.retry import call_with_retries
 from apps.tasks.services import task_submit
 from contextos.digest import canonical_digest
-from contextos.exceptions import Conflict, PayloadTooLarge, ProviderError
+from contextos.exceptions import (
+    AppError,
+    Conflict,
+    PayloadTooLarge,
+    ProviderError,
+    ProviderRejected,
+    ValidationFailed,
+)
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 GENERATE_TASK_TYPE = "ai.generate"
@@ -50,7 +66,26 @@ Chunks = Generator[StreamChunk, None, None]
 
 
 def prompt_chars(messages: list[Message]) -> int:
-    return sum(len(message["content"]) for message in messages)
+    """The prompt's size: its text, image data by its length, tool calls by their arguments."""
+    return sum(_message_chars(message) for message in messages)
+
+
+def _message_chars(message: Message) -> int:
+    content = message.get("content")
+    size = len(content) if isinstance(content, str) else 0
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            size += len(part["text"])
+        elif isinstance(part.get("image_url"), dict):
+            size += len(str(part["image_url"].get("url") or ""))
+        else:
+            size += len(json.dumps(part))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        size += len(str(function.get("arguments") or "")) if isinstance(function, dict) else 0
+    return size
 
 
 def prompt_hash(*, provider: str, model: str, messages: list[Message], params: dict) -> str:
@@ -59,13 +94,13 @@ def prompt_hash(*, provider: str, model: str, messages: list[Message], params: d
     )
 
 
-def check_prompt_size(messages: list[Message]) -> None:
-    size = prompt_chars(messages)
+def check_prompt_size(size: int, *, field: str = "messages") -> None:
+    """A prompt of ``size`` characters (``prompt_chars``) fits ``AI_MAX_PROMPT_CHARS``."""
     if size > settings.AI_MAX_PROMPT_CHARS:
         raise PayloadTooLarge(
             f"The prompt is {size} characters; the limit is {settings.AI_MAX_PROMPT_CHARS}.",
             code="prompt_too_large",
-            details={"messages": [f"At most {settings.AI_MAX_PROMPT_CHARS} characters in all."]},
+            details={field: [f"At most {settings.AI_MAX_PROMPT_CHARS} characters in all."]},
         )
 
 
@@ -79,17 +114,23 @@ def interaction_build(
     mode: str,
     metadata: dict[str, Any],
     status: str,
+    kind: str = InteractionKind.CHAT,
 ) -> AIInteraction:
+    if kind == InteractionKind.EMBEDDING:
+        prompt = "\n\n".join(_input_texts(params["input"]))
+    else:
+        prompt = "\n\n".join(content_text(message.get("content")) for message in messages)
     return AIInteraction(
         owner=owner,
         api_key=api_key,
         mode=mode,
+        kind=kind,
         status=status,
         provider=model.provider,
         model=model.model,
         messages=messages,
         params=params,
-        prompt="\n\n".join(message["content"] for message in messages),
+        prompt=prompt,
         prompt_hash=prompt_hash(
             provider=model.provider, model=model.model, messages=messages, params=params
         ),
@@ -111,6 +152,8 @@ def record_answer(
 ) -> None:
     interaction.status = InteractionStatus.SUCCEEDED
     interaction.response = answer["text"]
+    interaction.response_message = answer.get("message")
+    interaction.completion = completion_body(answer)
     interaction.finish_reason = answer["finish_reason"]
     interaction.input_tokens = answer["input_tokens"]
     interaction.output_tokens = answer["output_tokens"]
@@ -178,10 +221,18 @@ def call_provider(call: Callable[[], T]) -> tuple[T, list[dict[str, Any]]]:
     return result, [attempt.as_dict() for attempt in attempts]
 
 
-def _generated(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, list]:
-    """The provider's whole answer as one chunk, asked with retries."""
+def _generated(interaction: AIInteraction, model: ModelInfo) -> tuple[Generation, list]:
+    """The provider's whole answer (a completion, or embeddings), asked with retries."""
     provider = provider_for(model)
-    generation, attempts = call_provider(
+    if interaction.kind == InteractionKind.EMBEDDING:
+        return call_provider(
+            lambda: provider.embed(
+                model=model.model,
+                params=interaction.params,
+                timeout=settings.AI_PROVIDER_TIMEOUT,
+            )
+        )
+    return call_provider(
         lambda: provider.generate(
             messages=interaction.messages,
             model=model.model,
@@ -189,16 +240,6 @@ def _generated(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, li
             timeout=settings.AI_PROVIDER_TIMEOUT,
         )
     )
-
-    def whole() -> Chunks:
-        yield StreamChunk(
-            delta=generation.text,
-            finish_reason=generation.finish_reason,
-            input_tokens=generation.input_tokens,
-            output_tokens=generation.output_tokens,
-        )
-
-    return whole(), attempts
 
 
 def _streamed(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, list]:
@@ -225,21 +266,6 @@ def _streamed(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, lis
     return chained(), attempts
 
 
-def _replayed(answer: dict[str, Any], *, streamed: bool) -> Chunks:
-    """A cached answer as the provider would give it: word by word to a stream."""
-    ending = StreamChunk(
-        finish_reason=answer["finish_reason"],
-        input_tokens=answer["input_tokens"],
-        output_tokens=answer["output_tokens"],
-    )
-    if not streamed:
-        yield replace(ending, delta=answer["text"])
-        return
-    for index, word in enumerate(answer["text"].split(" ")):
-        yield StreamChunk(delta=word if index == 0 else f" {word}")
-    yield ending
-
-
 def _answered(
     interaction: AIInteraction,
     *,
@@ -263,30 +289,26 @@ def _answered(
     started = time.perf_counter()
     interaction.status = InteractionStatus.RUNNING
     interaction.started_at = interaction.started_at or timezone.now()
-    pieces: list[str] = []
     attempts: list[dict[str, Any]] = []
+    sent = AnswerAssembler()  # what the caller has been given so far
     try:
         with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
-            if flight.answer is not None:
-                chunks = _replayed(flight.answer, streamed=streamed)
-            else:
-                if announce:
-                    interaction.save()
-                ask = _streamed if streamed else _generated
-                chunks, attempts = ask(interaction, model)
-            with closing(chunks):
-                last = StreamChunk()
-                for chunk in chunks:
-                    pieces.append(chunk.delta)
-                    if chunk.finish_reason is not None:
-                        last = chunk
-                    yield chunk
-            answer = {
-                "text": "".join(pieces),
-                "finish_reason": last.finish_reason or "stop",
-                "input_tokens": last.input_tokens or 0,
-                "output_tokens": last.output_tokens or 0,
-            }
+            answer = flight.answer
+            if answer is None and announce:
+                interaction.save()
+            if answer is None and not streamed:
+                generation, attempts = _generated(interaction, model)
+                answer = answer_of(generation)
+            elif streamed:
+                if answer is None:
+                    chunks, attempts = _streamed(interaction, model)
+                else:
+                    chunks = replayed_chunks(answer)
+                with closing(chunks):
+                    for chunk in chunks:
+                        sent.add(chunk)
+                        yield chunk
+                answer = answer or sent.answer()
             if flight.answer is None:
                 flight.keep(answer, model=interaction.model)
             record_answer(
@@ -298,12 +320,12 @@ def _answered(
                 attempts=attempts,
             )
     except ProviderCallError as error:
-        interaction.response = "".join(pieces)
+        interaction.response = sent.text
         record_failure(interaction, error, started=started, final=final, attempts=attempts)
         _save(interaction, counted=final)
         raise
     except GeneratorExit:
-        interaction.response = "".join(pieces)
+        interaction.response = sent.text
         record_cut_short(
             interaction,
             started=started,
@@ -313,7 +335,7 @@ def _answered(
         _save(interaction)
         raise
     except Exception:
-        interaction.response = "".join(pieces)
+        interaction.response = sent.text
         record_cut_short(
             interaction, started=started, message="The call failed.", kind="internal_error"
         )
@@ -351,13 +373,15 @@ def interaction_stream(
 ) -> tuple[AIInteraction, Chunks]:
     """Ask a model for a streamed (gateway) answer: the interaction, and its chunks.
 
-    The call is checked now (bad input raises before anything is sent); the
-    provider is asked, and the row written, as the chunks are read (see
-    :func:`_answered`): a provider failure raises :class:`ProviderCallError`
-    from the iterator, after it is recorded. Identical streams share one
+    The call starts now: bad input, and a provider that fails before any output,
+    raise here as a whole call's would (:func:`_provider_error`), recorded. The
+    rest of the answer comes as the chunks are read, and the row is written when
+    they end (see :func:`_answered`); a provider failing midway raises
+    :class:`ProviderCallError` from the iterator, after it is recorded. Closing
+    the chunks early records the call as cut short. Identical streams share one
     provider call: the others replay its cached answer.
     """
-    check_prompt_size(messages)
+    check_prompt_size(prompt_chars(messages))
     interaction = interaction_build(
         owner=owner,
         api_key=api_key,
@@ -369,18 +393,41 @@ def interaction_stream(
         status=InteractionStatus.RUNNING,
     )
     interaction.started_at = timezone.now()
-    return interaction, _answered(interaction, use_cache=use_cache, streamed=True)
+    chunks = _answered(interaction, use_cache=use_cache, streamed=True)
+    try:
+        first = next(chunks)
+    except ProviderCallError as error:
+        raise _provider_error(interaction, error) from error
+
+    def started() -> Chunks:
+        try:
+            yield first
+            yield from chunks
+        finally:
+            chunks.close()
+
+    return interaction, started()
 
 
-def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> ProviderError:
-    return ProviderError(
-        f"The provider failed: {error.message}",
-        details={
-            "interaction_id": str(interaction.pk),
-            "type": error.error_type,
-            "provider_status": error.status,
-        },
-    )
+# A provider's statuses for a request it finds invalid (e.g. a bad tool schema).
+REFUSED_STATUSES = frozenset({400, 404, 413, 422})
+
+
+def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> AppError:
+    """The error a caller gets when the provider failed. A gateway call the provider
+    refused is the client's to fix: it gets the provider's status and message."""
+    details = {
+        "interaction_id": str(interaction.pk),
+        "type": error.error_type,
+        "provider_status": error.status,
+    }
+    if interaction.mode == InteractionMode.GATEWAY and error.status in REFUSED_STATUSES:
+        return ProviderRejected(
+            f"The provider refused the request: {error.message}",
+            status_code=error.status,
+            details=details,
+        )
+    return ProviderError(f"The provider failed: {error.message}", details=details)
 
 
 def interaction_create(
@@ -399,7 +446,7 @@ def interaction_create(
     A sync call whose provider fails raises :class:`ProviderError` (502) naming
     the recorded interaction.
     """
-    check_prompt_size(messages)
+    check_prompt_size(prompt_chars(messages))
     model = model_get(model_name)
     fields = {
         "owner": owner,
@@ -419,6 +466,53 @@ def interaction_create(
     # gateway calls, like streams, are written once, when answered. A cache hit
     # is one INSERT either way.
     return _answer_now(interaction, use_cache=use_cache, announce=mode != InteractionMode.GATEWAY)
+
+
+def embedding_create(
+    *,
+    owner: AbstractBaseUser,
+    api_key: Any = None,
+    model_name: str | None,
+    params: dict[str, Any],
+    use_cache: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> AIInteraction:
+    """Embed ``params["input"]`` (a string, strings, or token arrays) with a model, now.
+
+    The same path as every call (cache, single flight, retries, record, metrics); the
+    interaction is ``kind: embedding``, its prompt the input, priced by input tokens.
+    The vectors are in ``interaction.completion`` (OpenAI's shape), never stored.
+    """
+    check_prompt_size(sum(map(len, _input_texts(params["input"]))), field="input")
+    model = model_get(model_name)
+    if not hasattr(provider_for(model), "embed"):
+        raise ValidationFailed(
+            f"Model {model.model!r} cannot make embeddings.",
+            details={"model": [f"{model.provider} models answer chat only."]},
+        )
+    interaction = interaction_build(
+        owner=owner,
+        api_key=api_key,
+        model=model,
+        messages=[],
+        params=params,
+        mode=InteractionMode.GATEWAY,
+        metadata=metadata or {},
+        status=InteractionStatus.RUNNING,
+        kind=InteractionKind.EMBEDDING,
+    )
+    interaction.started_at = timezone.now()
+    return _answer_now(interaction, use_cache=use_cache)
+
+
+def _input_texts(value: Any) -> list[str]:
+    """An embeddings input as texts: a string, strings, or token arrays (as their numbers)."""
+    items = [value] if isinstance(value, str) or _is_tokens(value) else list(value)
+    return [item if isinstance(item, str) else " ".join(map(str, item)) for item in items]
+
+
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) for v in value)
 
 
 def _enqueue(interaction: AIInteraction, use_cache: bool, *, insert: bool = True) -> AIInteraction:

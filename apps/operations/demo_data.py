@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from apps.ai_interactions.catalog import model_list
+from apps.ai_interactions.catalog import ECHO_EMBEDDING_MODEL, model_list
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.usage.services import usage_rollup
 from apps.tasks.models import Task
@@ -61,8 +61,13 @@ def seed_interactions(
     return inserted
 
 
+def _chat_models() -> list:
+    """The models demo chat calls are made with (echo's embedding model only embeds)."""
+    return [model for model in model_list() if model.model != ECHO_EMBEDDING_MODEL]
+
+
 def _seed_postgresql(*, count: int, owners: list[AbstractBaseUser], batch_size: int) -> int:
-    models = model_list()
+    models = _chat_models()
     params = {
         "days": DAYS,
         "owners": [owner.pk for owner in owners],
@@ -141,7 +146,7 @@ FROM r, p
 
 
 def _seed_python(*, count: int, owners: list[AbstractBaseUser]) -> int:
-    models = model_list()
+    models = _chat_models()
     now = timezone.now()
     rows = []
     for number in range(count):

@@ -140,8 +140,10 @@ def test_gateway_failure_is_an_openai_error_and_recorded(api_client, openai_mode
         {"model": MODEL, "messages": [{"role": "user", "content": "bad"}], "logprobs": True},
         format="json",
     )
-    assert response.status_code == 502
+    # A provider's 400 is the client's to fix: it gets the status and the provider's message.
+    assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
-    assert response.json()["error"]["code"] == "provider_error"
+    assert response.json()["error"]["code"] == "provider_rejected_request"
+    assert "The fake answered 400." in response.json()["error"]["message"]
     [row] = AIInteraction.objects.filter(mode="gateway")
     assert (row.status, row.provider_error_type) == ("failed", "bad_request")

@@ -17,13 +17,17 @@ _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 @dataclass
 class Reply:
-    """One scripted answer. ``body`` (JSON) or ``text`` (raw) replace the default answer.
+    """One scripted answer. ``body`` (JSON), ``text`` (raw) or ``events`` (a stream)
+    replace the default answer.
 
-    A 200 with neither gets the fake's default success (streamed if the request asked);
-    an error status with neither gets the provider's error JSON. ``delay`` holds the
-    answer back (a long one is a hang); ``chunk_delay`` pauses between streamed events.
-    ``fail_after`` cuts a streamed default answer after that many words with the
-    provider's error event (a provider failing mid-answer, after its 200).
+    A 200 with none of them gets the fake's default success (streamed if the request
+    asked); an error status with none gets the provider's error JSON. ``events`` are
+    sent as a 200 ``text/event-stream``, exactly as given: a string as it is (a whole
+    event, ending in a blank line), anything else as ``data: <its JSON>``.
+    ``delay`` holds the answer back (a long one is a hang); ``chunk_delay`` pauses
+    between streamed events. ``fail_after`` cuts a streamed default answer after that
+    many words with the provider's error event (a provider failing mid-answer, after
+    its 200).
     """
 
     status: int = 200
@@ -33,6 +37,12 @@ class Reply:
     text: str | None = None
     chunk_delay: float = 0.0
     fail_after: int | None = None
+    events: list[Any] | None = None
+
+
+def sse_event(event: Any) -> str:
+    """A scripted event as sent: a string as it is, anything else as ``data: <JSON>``."""
+    return event if isinstance(event, str) else f"data: {json.dumps(event)}\n\n"
 
 
 def word_count(text: str) -> int:
@@ -192,6 +202,13 @@ class FakeServer:
             return
         if reply.text is not None:
             handler.send_text(reply.status, reply.text, reply.headers)
+        elif reply.events is not None:
+            handler.send_events(
+                [sse_event(event) for event in reply.events],
+                headers=reply.headers,
+                chunk_delay=reply.chunk_delay,
+                pause=self.pause,
+            )
         elif reply.body is not None or reply.status >= 400:
             payload = reply.body if reply.body is not None else self.error_body(reply.status, "")
             handler.send_json(reply.status, payload, reply.headers)

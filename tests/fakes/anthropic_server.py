@@ -17,7 +17,7 @@ from tests.fakes import (
     word_count,
 )
 
-__all__ = ["MIDWAY_ERROR", "FakeAnthropic", "Reply", "fake_anthropic"]
+__all__ = ["MIDWAY_ERROR", "FakeAnthropic", "Reply", "fake_anthropic", "tool_input"]
 
 MODEL = "fake-claude"
 # The message of the error event that ends a stream scripted with ``Reply(fail_after=...)``.
@@ -43,6 +43,13 @@ class FakeAnthropic(FakeServer):
 
     The SDK's ``base_url`` is ``.base_url`` (the origin: the SDK adds ``/v1/messages``).
     ``max_tokens`` cuts the answer to that many words (stop_reason ``"max_tokens"``).
+    With ``tools`` it calls a tool instead (stop_reason ``"tool_use"``): the one
+    ``tool_choice`` names, every tool for ``any`` (one if parallel use is disabled), else
+    the first, after a short text for ``auto``; each input property is built from the
+    prompt (see ``tool_input``). It answers in text again once the last turn carries tool
+    results (the answer then echoes them) or with ``tool_choice`` ``none``. Like the real
+    API it refuses (400) empty text blocks, ``tool_choice`` without tools, and tool uses
+    and tool results that do not pair up across consecutive turns.
     Scripted replies apply to ``POST /v1/messages`` only.
     """
 
@@ -84,14 +91,27 @@ class FakeAnthropic(FakeServer):
         )
 
     def answer_main(self, handler: FakeHandler, body: dict[str, Any], reply: Reply) -> None:
+        problem = _invalid(body)
+        if problem:
+            handler.send_json(400, self.error_body(400, problem), reply.headers)
+            return
         messages = body.get("messages") or []
-        words, cut = answer_words("fake: " + last_user_text(messages), body.get("max_tokens"))
-        stop_reason = "max_tokens" if cut else "end_turn"
         prompt = [content_text(body.get("system"))] + [
             content_text(m.get("content")) for m in messages
         ]
         input_tokens = sum(word_count(text) for text in prompt)
         model = body.get("model") or MODEL
+        tools = _tools_to_call(body)
+        if tools:
+            blocks = _tool_blocks(tools, body)
+            stop_reason = "tool_use"
+            output_tokens = sum(word_count(_block_text(block)) for block in blocks)
+        else:
+            asked = next((_turn_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+            words, cut = answer_words("fake: " + asked, body.get("max_tokens"))
+            blocks = [{"type": "text", "text": " ".join(words)}]
+            stop_reason = "max_tokens" if cut else "end_turn"
+            output_tokens = len(words)
         if not body.get("stream"):
             handler.send_json(
                 200,
@@ -100,15 +120,15 @@ class FakeAnthropic(FakeServer):
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [{"type": "text", "text": " ".join(words)}],
+                    "content": blocks,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": len(words)},
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
                 },
                 reply.headers,
             )
             return
-        events = _stream_events(model, words, stop_reason, input_tokens)
+        events = _stream_events(model, blocks, stop_reason, input_tokens, output_tokens)
         if reply.fail_after is not None:
             events = _failing_midway(events, reply.fail_after)
         handler.send_events(
@@ -117,6 +137,94 @@ class FakeAnthropic(FakeServer):
             chunk_delay=reply.chunk_delay,
             pause=self.pause,
         )
+
+
+def tool_input(schema: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """The fake's input for a tool: each property of its schema built from the prompt
+    (strings are the prompt, numbers its word count, booleans true)."""
+    values = {"integer": word_count(prompt), "number": word_count(prompt), "boolean": True}
+    values.update({"array": [], "object": {}, "null": None})
+    return {
+        name: values.get((spec or {}).get("type"), prompt)
+        for name, spec in (schema.get("properties") or {}).items()
+    }
+
+
+def _tools_to_call(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = [tool for tool in body.get("tools") or () if isinstance(tool, dict)]
+    choice = body.get("tool_choice") or {"type": "auto"}
+    messages = body.get("messages") or []
+    if not tools or choice.get("type") == "none" or _tool_results(messages[-1:]):
+        return []
+    if choice.get("type") == "tool":
+        return [tool for tool in tools if tool.get("name") == choice.get("name")][:1]
+    if choice.get("type") == "any" and not choice.get("disable_parallel_tool_use"):
+        return tools
+    return tools[:1]
+
+
+def _tool_blocks(tools: list[dict[str, Any]], body: dict[str, Any]) -> list[dict[str, Any]]:
+    prompt = last_user_text(body.get("messages") or [])
+    blocks = []
+    if (body.get("tool_choice") or {"type": "auto"}).get("type") == "auto":
+        blocks.append({"type": "text", "text": f"fake: using {tools[0].get('name')}"})
+    for number, tool in enumerate(tools):
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_fake_{number}",
+                "name": tool.get("name"),
+                "input": tool_input(tool.get("input_schema") or {}, prompt),
+            }
+        )
+    return blocks
+
+
+def _block_text(block: dict[str, Any]) -> str:
+    return block["text"] if block["type"] == "text" else json.dumps(block["input"])
+
+
+def _turn_text(message: dict[str, Any]) -> str:
+    """A turn's text: its text blocks and the text of its tool results, joined by spaces."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return content_text(content)
+    texts = (
+        content_text(block.get("content") if block.get("type") == "tool_result" else [block])
+        for block in content
+        if isinstance(block, dict)
+    )
+    return " ".join(text for text in texts if text)
+
+
+def _blocks_of(message: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return []
+    return [block for block in content if isinstance(block, dict) and block.get("type") == kind]
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [block for message in messages for block in _blocks_of(message, "tool_result")]
+
+
+def _invalid(body: dict[str, Any]) -> str:
+    """Why the real API would refuse this request, as far as the fake checks; "" if not."""
+    if body.get("tool_choice") and not body.get("tools"):
+        return "tool_choice may only be specified while providing tools."
+    messages = body.get("messages") or []
+    for number, message in enumerate(messages):
+        if any(not block.get("text") for block in _blocks_of(message, "text")):
+            return f"messages.{number}: text content blocks must be non-empty"
+        before = messages[number - 1] if number else {}
+        used = {block.get("id") for block in _blocks_of(before, "tool_use")}
+        if not {block.get("tool_use_id") for block in _tool_results([message])} <= used:
+            return f"messages.{number}: tool_result blocks must answer the turn before's tool_use"
+        uses = {block.get("id") for block in _blocks_of(message, "tool_use")}
+        after = messages[number + 1] if number + 1 < len(messages) else {}
+        if not uses <= {block.get("tool_use_id") for block in _tool_results([after])}:
+            return f"messages.{number}: tool_use ids were found without tool_result blocks after"
+    return ""
 
 
 def _failing_midway(events: Iterator[str], words: int) -> Iterator[str]:
@@ -128,7 +236,11 @@ def _failing_midway(events: Iterator[str], words: int) -> Iterator[str]:
 
 
 def _stream_events(
-    model: str, words: list[str], stop_reason: str, input_tokens: int
+    model: str,
+    blocks: list[dict[str, Any]],
+    stop_reason: str,
+    input_tokens: int,
+    output_tokens: int,
 ) -> Iterator[str]:
     yield sse(
         "message_start",
@@ -146,31 +258,40 @@ def _stream_events(
             },
         },
     )
-    yield sse(
-        "content_block_start",
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    )
-    yield sse("ping", {"type": "ping"})
-    for number, word in enumerate(words):
-        text = word if number == 0 else " " + word
+    for index, block in enumerate(blocks):
+        start = {**block, "text": ""} if block["type"] == "text" else {**block, "input": {}}
         yield sse(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": text},
-            },
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": start},
         )
-    yield sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        if index == 0:
+            yield sse("ping", {"type": "ping"})
+        for delta in _deltas(block):
+            yield sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+        yield sse("content_block_stop", {"type": "content_block_stop", "index": index})
     yield sse(
         "message_delta",
         {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": len(words)},
+            "usage": {"output_tokens": output_tokens},
         },
     )
     yield sse("message_stop", {"type": "message_stop"})
+
+
+def _deltas(block: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A text block word by word; a tool use's input as JSON in pieces of 8 characters."""
+    if block["type"] == "text":
+        for number, word in enumerate(block["text"].split()):
+            yield {"type": "text_delta", "text": word if number == 0 else " " + word}
+        return
+    arguments = json.dumps(block["input"])
+    for start in range(0, len(arguments), 8):
+        yield {"type": "input_json_delta", "partial_json": arguments[start : start + 8]}
 
 
 @pytest.fixture

@@ -80,11 +80,25 @@ def test_null_characters_are_refused_naming_the_field(api_client, path, body, fi
             {"messages": [{"role": "user", "content": [{"type": "text", "text": "\x00"}]}]},
             "Null characters",
         ),
-        ({"messages": [{"role": "user", "content": "a"}], "stop": ["\x00"]}, "Invalid 'stop'"),
+        ({"messages": [{"role": "user", "content": "a"}], "stop": ["\x00"]}, "Null characters"),
+        # Passed on and recorded as sent: a null anywhere, even in a key, is refused.
+        ({"messages": [{"role": "user", "content": "a", "x\x00": 1}]}, "Null characters"),
+        ({"messages": [{"role": "user", "content": "a"}], "user": {"\x00": 1}}, "Null characters"),
+        ({"messages": [{"role": "user", "content": "a"}], "stop": [5]}, "Invalid 'stop'"),
         ({"messages": [{"role": "user", "content": "a"}], "max_tokens": "x"}, "'max_tokens'"),
         ({"messages": [{"role": "user", "content": "a"}], "temperature": 9}, "'temperature'"),
     ],
-    ids=["role not a string", "null in content", "null in a part", "stop", "max_tokens", "temp"],
+    ids=[
+        "role not a string",
+        "null in content",
+        "null in a part",
+        "null in stop",
+        "null in a message key",
+        "null in a passed-on field",
+        "stop",
+        "max_tokens",
+        "temp",
+    ],
 )
 def test_gateway_refuses_what_it_cannot_act_on_in_openai_shape(api_client, body, message):
     response = api_client.post("/v1/chat/completions", body, format="json")
@@ -100,11 +114,11 @@ def test_gateway_refuses_what_it_cannot_act_on_in_openai_shape(api_client, body,
     [
         (
             {"role": "wizard", "content": "hi"},
-            "Invalid role 'wizard': use assistant, developer, system, tool or user.",
+            "Invalid role 'wizard': use system, user, assistant, developer or tool.",
         ),
         (
             {"content": "hi"},
-            "Each message needs a 'role': use assistant, developer, system, tool or user.",
+            "Each message needs a 'role': use system, user, assistant, developer or tool.",
         ),
         ("hi", "Each message must be an object with a 'role'."),
     ],
@@ -122,19 +136,26 @@ def test_gateway_names_the_bad_message(api_client, message, error):
     assert not AIInteraction.objects.exists()
 
 
-def test_gateway_ignores_fields_it_does_not_act_on(api_client):
+def test_gateway_records_every_field_as_sent_to_pass_it_on(api_client):
+    fields = {"seed": "anything", "logit_bias": {"1": -100}, "max_completion_tokens": 3}
     response = api_client.post(
         "/v1/chat/completions",
-        {
-            "messages": [{"role": "user", "content": [{"type": "text", "text": 5}, "x"]}],
-            "seed": "anything",
-            "logit_bias": {"1": 1e300},
-            "max_completion_tokens": 3,
-        },
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], **fields},
         format="json",
     )
     assert response.status_code == 200, response.content
-    assert AIInteraction.objects.get().params == {"max_tokens": 3}
+    assert AIInteraction.objects.get().params == fields
+
+
+def test_gateway_refuses_content_parts_that_are_not_objects(api_client):
+    response = api_client.post(
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, "x"]}]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "list of parts" in response.json()["error"]["message"]
+    assert not AIInteraction.objects.exists()
 
 
 @pytest.mark.parametrize("to", ["0001-01-01", "0001-01-15T00:00:00+14:00"])

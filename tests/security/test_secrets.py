@@ -140,4 +140,5 @@ def test_async_interactions_and_batches_keep_prompts_out_of_celery_results(
         "ai_interactions_aiinteraction.messages",
         "ai_interactions_aiinteraction.prompt",
         "ai_interactions_aiinteraction.response",
+        "ai_interactions_aiinteraction.response_message",
     ]

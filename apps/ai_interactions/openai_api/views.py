@@ -1,7 +1,8 @@
 """OpenAI-compatible views: parse the request, call the AI services, answer in OpenAI's shape.
 
-Same API keys, cache and recording as the REST API; errors in OpenAI's shape.
-Fields of the request that ContextOS does not act on are ignored, never an error.
+Same API keys, cache and recording as the REST API; errors in OpenAI's shape. Every
+field of the request reaches the provider as sent (tools, response_format, n, unknown
+ones), and the provider's whole answer comes back.
 """
 
 import json
@@ -19,79 +20,120 @@ from rest_framework.views import APIView
 
 from apps.accounts.authentication import request_api_key
 from apps.ai_interactions.catalog import model_list
-from apps.ai_interactions.models import AIInteraction, InteractionMode
+from apps.ai_interactions.gateway import event_stream, gateway_answer, gateway_stream, known_model
+from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.openai_api.serializers import (
-    ROLES,
     ChatCompletionRequestSchema,
     ChatCompletionSchema,
+    EmbeddingListSchema,
+    EmbeddingRequestSchema,
     ModelListSchema,
     OpenAIErrorSchema,
     ServerSentEventSchema,
 )
-from apps.ai_interactions.providers.base import Message, ProviderCallError, StreamChunk
+from apps.ai_interactions.providers.base import (
+    Message,
+    ProviderCallError,
+    StreamChunk,
+)
 from apps.ai_interactions.serializers import (
+    CONTENT_SHAPE,
+    ROLES,
     GenerationParamsSerializer,
     invalid_role_message,
     one_of,
 )
-from apps.ai_interactions.services import interaction_create, interaction_stream
+from apps.ai_interactions.services import (
+    Chunks,
+    embedding_create,
+)
 from contextos.exceptions import ValidationFailed
 from contextos.schema import error_responses
 from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 
 logger = logging.getLogger(__name__)
 
-ACTED_ON_PARAMS = ("temperature", "top_p", "stop", "max_tokens")
+# Fields ContextOS itself reads; every other field is passed on to the provider as sent.
+OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "cache", "metadata"})
+# Fields checked before they reach a provider, so that a bad value is a clear 400 here.
+CHECKED_PARAMS = ("temperature", "top_p", "stop", "max_tokens", "n")
 
 
-def _text(content: Any) -> str:
-    """OpenAI message content: a string, or a list of parts of which text parts count."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [part.get("text") for part in content if isinstance(part, dict)]
-        return "".join(text for text in texts if isinstance(text, str))
-    if content is None:
-        return ""
-    raise ValidationFailed("Message content must be a string or a list of parts.")
+def _checked_content(content: Any) -> None:
+    """A message's content: a string, None, or a list of parts (objects with a ``type``)."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list) or not all(
+        isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
+    ):
+        raise ValidationFailed(CONTENT_SHAPE)
+
+
+def _checked_message(message: Any) -> Message:
+    if not isinstance(message, dict):
+        raise ValidationFailed("Each message must be an object with a 'role'.")
+    role = message.get("role")
+    if not isinstance(role, str):
+        raise ValidationFailed(f"Each message needs a 'role': use {one_of(ROLES)}.")
+    if role not in ROLES:
+        raise ValidationFailed(invalid_role_message(role, ROLES))
+    _checked_content(message.get("content"))
+    calls = message.get("tool_calls", [])
+    if not isinstance(calls, list) or not all(
+        isinstance(call, dict) and isinstance(call.get("function"), dict) for call in calls
+    ):
+        raise ValidationFailed(
+            "A message's 'tool_calls' must be a list of calls, each with a 'function' object."
+        )
+    return message
+
+
+def _cache_wanted(body: dict[str, Any], cache_control: str) -> bool:
+    cache = body.get("cache", True)
+    if not isinstance(cache, bool):
+        raise ValidationFailed("'cache' must be true or false.")
+    return cache and "no-store" not in cache_control.lower()
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValidationFailed("'metadata' must be an object.")
+    return metadata
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What ContextOS acts on in an OpenAI Chat Completions request."""
+    """An OpenAI Chat Completions request: the messages as sent, every other field as params."""
 
     messages: list[Message]
     model: str | None
     params: dict[str, Any]
     stream: bool
     include_usage: bool
+    use_cache: bool
+    metadata: dict[str, Any]
 
 
-def _parse(body: Any) -> ChatRequest:
+def _checked_body(body: Any) -> dict[str, Any]:
+    """A JSON object whose every string PostgreSQL can store (it is recorded as sent)."""
     if not isinstance(body, dict):
         raise ValidationFailed("The request body must be a JSON object.")
+    if has_null_character(body):
+        raise ValidationFailed(NULL_CHARACTER_MESSAGE)
+    return body
+
+
+def _parse(body: Any, cache_control: str) -> ChatRequest:
+    body = _checked_body(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise ValidationFailed("'messages' must be a non-empty list.")
-    messages: list[Message] = []
-    for message in raw_messages:
-        if not isinstance(message, dict):
-            raise ValidationFailed("Each message must be an object with a 'role'.")
-        role = message.get("role")
-        if not isinstance(role, str):
-            raise ValidationFailed(f"Each message needs a 'role': use {one_of(ROLES)}.")
-        if role not in ROLES:
-            raise ValidationFailed(invalid_role_message(role, ROLES))
-        role = "system" if role == "developer" else role
-        content = _text(message.get("content"))
-        if has_null_character(content):
-            raise ValidationFailed(f"Message content: {NULL_CHARACTER_MESSAGE}")
-        messages.append({"role": role, "content": content})
-    params = {name: body[name] for name in ACTED_ON_PARAMS if body.get(name) is not None}
-    if body.get("max_completion_tokens") is not None:
-        params.setdefault("max_tokens", body["max_completion_tokens"])
-    # The parameters ContextOS acts on reach the provider only with valid values.
-    checked = GenerationParamsSerializer(data=params)
+    messages = [_checked_message(message) for message in raw_messages]
+    params = {name: value for name, value in body.items() if name not in OWN_FIELDS}
+    checked = GenerationParamsSerializer(
+        data={name: params[name] for name in CHECKED_PARAMS if params.get(name) is not None}
+    )
     if not checked.is_valid():
         name, problems = next(iter(checked.errors.items()))
         raise ValidationFailed(f"Invalid '{name}': {problems[0]}", details=checked.errors)
@@ -100,34 +142,22 @@ def _parse(body: Any) -> ChatRequest:
     return ChatRequest(
         messages=messages,
         model=model if isinstance(model, str) else None,
-        params=dict(checked.validated_data),
+        params=params,
         stream=bool(body.get("stream")),
         include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+        use_cache=_cache_wanted(body, cache_control),
+        metadata=_metadata(body),
     )
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
-def _completion(interaction: AIInteraction) -> dict[str, Any]:
+def _head(interaction: AIInteraction, kind: str) -> dict[str, Any]:
+    """What every completion (or chunk) of ``interaction`` starts with."""
+    moment = interaction.started_at or interaction.created_at
     return {
         "id": f"chatcmpl-{interaction.pk.hex}",
-        "object": "chat.completion",
-        "created": int(interaction.created_at.timestamp()),
+        "object": kind,
+        "created": int(moment.timestamp()),
         "model": interaction.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": interaction.response},
-                "finish_reason": interaction.finish_reason or "stop",
-            }
-        ],
-        "usage": _usage(interaction.input_tokens, interaction.output_tokens),
     }
 
 
@@ -140,40 +170,45 @@ def _error_event(message: str, error_type: str, code: str) -> bytes:
     return _sse({"error": {"message": message, "type": error_type, "code": code}})
 
 
-def _events(
-    interaction: AIInteraction, chunks: Iterator[StreamChunk], include_usage: bool
-) -> Iterator[bytes]:
+def _events(interaction: AIInteraction, chunks: Chunks, include_usage: bool) -> Iterator[bytes]:
     """``chat.completion.chunk`` events of the service's chunks, then ``[DONE]``.
 
-    The interaction is recorded when the chunks end, before the last events,
-    so a client that saw ``[DONE]`` finds it. No database connection is held
-    while the provider answers: they go back to the pool before the first byte.
+    Chunks in OpenAI's shape (tool-call deltas, several choices) are passed on as the
+    provider sent them; text-only ones are written as content deltas. The interaction
+    is recorded when the chunks end, before the last events, so a client that saw
+    ``[DONE]`` finds it.
     """
-    base = {
-        "id": f"chatcmpl-{interaction.pk.hex}",
-        "object": "chat.completion.chunk",
-        "created": int(interaction.started_at.timestamp()),
-        "model": interaction.model,
-    }
+    head = _head(interaction, "chat.completion.chunk")
 
     def delta(content: dict[str, str], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": content, "finish_reason": finish_reason}
-        return _sse({**base, "choices": [choice]})
+        return _sse({**head, "choices": [choice]})
 
-    connections.close_all()
     try:
         last = StreamChunk()
+        extra: dict[str, Any] = {}  # the provider's chunk fields (system_fingerprint, ...)
+        passed_on = False
         for number, chunk in enumerate(chunks):
+            if chunk.finish_reason is not None:
+                last = chunk
+            extra = chunk.extra or extra
+            if chunk.choices:
+                passed_on = True
+                yield _sse({**extra, **head, "choices": chunk.choices})
+                continue
             if number == 0:
                 yield delta({"role": "assistant", "content": ""})
             if chunk.delta:
                 yield delta({"content": chunk.delta})
-            if chunk.finish_reason is not None:
-                last = chunk
-        yield delta({}, last.finish_reason or "stop")
+        if not passed_on:
+            yield delta({}, last.finish_reason or "stop")
         if include_usage:
-            usage = _usage(last.input_tokens or 0, last.output_tokens or 0)
-            yield _sse({**base, "choices": [], "usage": usage})
+            usage = last.usage or {
+                "prompt_tokens": interaction.input_tokens,
+                "completion_tokens": interaction.output_tokens,
+                "total_tokens": interaction.input_tokens + interaction.output_tokens,
+            }
+            yield _sse({**extra, **head, "choices": [], "usage": usage})
     except ProviderCallError as error:
         yield _error_event(error.message, "provider_error", error.error_type)
     except Exception:
@@ -198,29 +233,79 @@ class ChatCompletionsView(APIView):
         responses={
             (200, "application/json"): ChatCompletionSchema,
             (200, "text/event-stream"): ServerSentEventSchema,
-            **error_responses(400, 401, 413, 429, 502, serializer=OpenAIErrorSchema),
+            **error_responses(400, 401, 404, 413, 429, 502, serializer=OpenAIErrorSchema),
         },
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        chat = _parse(request.data)
-        call = {
-            "owner": request.user,
-            "api_key": request_api_key(request),
+        chat = _parse(request.data, request.headers.get("Cache-Control", ""))
+        asked = {
             "messages": chat.messages,
-            "model_name": chat.model,
+            "model": chat.model,
             "params": chat.params,
+            "use_cache": chat.use_cache,
+            "metadata": chat.metadata,
         }
         if not chat.stream:
-            interaction = interaction_create(**call, mode=InteractionMode.GATEWAY)
-            return Response(_completion(interaction))
-        interaction, chunks = interaction_stream(**call)
-        response = StreamingHttpResponse(
-            _events(interaction, chunks, chat.include_usage), content_type="text/event-stream"
+            interaction = gateway_answer(request, **asked)
+            return Response({**interaction.completion, **_head(interaction, "chat.completion")})
+        interaction, chunks = gateway_stream(request, **asked)
+        return event_stream(_events(interaction, chunks, chat.include_usage))
+
+
+EMBEDDING_OWN_FIELDS = frozenset({"model", "cache", "metadata"})
+
+
+def _checked_input(value: Any) -> None:
+    """A string, a list of strings, a list of token ids, or a list of such lists; not empty."""
+
+    def tokens(item: Any) -> bool:
+        return isinstance(item, list) and bool(item) and all(type(v) is int for v in item)
+
+    if isinstance(value, str):
+        items = [value]
+    elif tokens(value):
+        items = []
+    elif isinstance(value, list) and value and all(isinstance(i, str) or tokens(i) for i in value):
+        items = [item for item in value if isinstance(item, str)]
+    else:
+        raise ValidationFailed(
+            "'input' must be a string, a list of strings, or token arrays, and not empty."
         )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+    if any(not item for item in items):
+        raise ValidationFailed("'input' must not hold an empty string.")
+
+
+class EmbeddingsView(APIView):
+    @extend_schema(
+        summary="OpenAI-compatible embeddings",
+        request=EmbeddingRequestSchema,
+        responses={
+            200: EmbeddingListSchema,
+            **error_responses(400, 401, 404, 413, 429, 502, serializer=OpenAIErrorSchema),
+        },
+        tags=["openai-compatible"],
+    )
+    def post(self, request: Request) -> Response:
+        body = _checked_body(request.data)
+        _checked_input(body.get("input"))
+        params = {name: value for name, value in body.items() if name not in EMBEDDING_OWN_FIELDS}
+        dimensions = params.get("dimensions")
+        if dimensions is not None and (type(dimensions) is not int or not 1 <= dimensions <= 8192):
+            raise ValidationFailed("'dimensions' must be a whole number from 1 to 8192.")
+        if params.get("encoding_format", "float") not in ("float", "base64"):
+            raise ValidationFailed("'encoding_format' must be float or base64.")
+        model = body.get("model")
+        with known_model():
+            interaction = embedding_create(
+                owner=request.user,
+                api_key=request_api_key(request),
+                model_name=model if isinstance(model, str) else None,
+                params=params,
+                use_cache=_cache_wanted(body, request.headers.get("Cache-Control", "")),
+                metadata=_metadata(body),
+            )
+        return Response({**interaction.completion, "model": interaction.model})
 
 
 class ModelsView(APIView):

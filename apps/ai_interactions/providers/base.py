@@ -4,27 +4,56 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+# An OpenAI Chat Completions message as the client sent it: ``role``, ``content`` (a
+# string, a list of parts, or None), and for some roles ``tool_calls``, ``tool_call_id``,
+# ``name``. Every provider takes messages, params and answers in OpenAI's shapes.
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Generation:
-    """A finished answer."""
+    """A finished answer: its text and outcome, and the whole completion when the
+    provider gave one in OpenAI's shape (``body``: every choice, tool calls, usage details)."""
 
     text: str
-    finish_reason: str  # "stop", "length", ...
+    finish_reason: str  # "stop", "length", "tool_calls", ...
     input_tokens: int
     output_tokens: int
+    body: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class StreamChunk:
-    """A piece of a streamed answer. The last chunk has ``finish_reason`` and the token counts."""
+    """A piece of a streamed answer. The last chunk has ``finish_reason`` and the token counts.
+
+    ``delta`` is the piece of text; ``choices`` the chunk's choices in OpenAI's shape when
+    the provider gives more than text (tool-call deltas, several choices, logprobs). A
+    provider that gives ``choices`` gives them all: the role delta first (``content:
+    None`` when the answer starts with a tool call), the deltas, a finish delta.
+    """
 
     delta: str = ""
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    choices: list[dict[str, Any]] | None = None
+    # The chunk's other fields from the provider (``system_fingerprint``, ...), and on the
+    # last chunk its whole ``usage`` (with the token details), passed on as they came.
+    extra: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's ``content``: the string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
 
 
 @dataclass
@@ -91,3 +120,11 @@ class Provider(Protocol):
     def stream(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
     ) -> Iterator[StreamChunk]: ...
+
+
+class EmbeddingProvider(Provider, Protocol):
+    """A provider that also embeds: ``params`` are OpenAI's embeddings request fields
+    (``input``, ``dimensions``, ``encoding_format``, ...); the answer's ``body`` is OpenAI's
+    embeddings list and ``input_tokens`` its usage."""
+
+    def embed(self, *, model: str, params: dict[str, Any], timeout: float) -> Generation: ...

@@ -2,16 +2,16 @@
 
 import contextlib
 import functools
-import inspect
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import openai
-from openai.resources.chat.completions import Completions
 
 from apps.ai_interactions.providers.base import Generation, Message, ProviderCallError, StreamChunk
 from apps.ai_interactions.providers.retry import (
+    DETAIL_LIMIT,
+    REFUSAL_DETAIL_LIMIT,
     error_detail,
     retry_after_seconds,
     status_error_type,
@@ -19,9 +19,8 @@ from apps.ai_interactions.providers.retry import (
 
 # The provider sets these itself; a caller's value for them is ignored.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
-# Keyword arguments of ``create()`` that configure the SDK rather than name a body field.
-_SDK_OPTIONS = frozenset({"self", "timeout", "extra_headers", "extra_query", "extra_body"})
-_TYPED_FIELDS = frozenset(inspect.signature(Completions.create).parameters) - _SDK_OPTIONS
+# A chunk's fields that ContextOS sets (or reads) itself; the others are passed on.
+_CHUNK_OWN_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
 # Local servers (Ollama, llama.cpp) want no key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "unused"
 
@@ -36,8 +35,9 @@ def _client(base_url: str, api_key: str, pid: int) -> openai.OpenAI:
 class OpenAICompatibleProvider:
     """Calls ``POST {base_url}/chat/completions`` once per call; retries live outside.
 
-    ``params`` are passed through: fields the SDK knows as keyword arguments, anything
-    else (a server's own extensions) in the request body as given.
+    Every field of ``params`` is passed on in the request body as given (tools,
+    response_format, n, a server's own extensions), and the answer comes back whole:
+    the completion's JSON, or each streamed chunk's choices.
     """
 
     def __init__(self, *, name: str = "openai", base_url: str, api_key: str) -> None:
@@ -49,13 +49,12 @@ class OpenAICompatibleProvider:
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
     ) -> Generation:
         # The SDK's own client, auth and errors, without its typed request and response
-        # models: a completion's JSON is read here (a millisecond less per call, measured).
-        body = {key: value for key, value in params.items() if key not in _OWN_FIELDS}
+        # models: the completion's JSON is passed on as the server wrote it.
         try:
             with self._translated_errors():
                 completion = self._sdk().post(
                     "/chat/completions",
-                    body={**body, "model": model, "messages": messages},
+                    body=_body(model, messages, params),
                     cast_to=object,
                     options={"timeout": timeout},
                 )
@@ -67,6 +66,7 @@ class OpenAICompatibleProvider:
                 finish_reason=choice.get("finish_reason") or "stop",
                 input_tokens=int(usage.get("prompt_tokens") or 0),
                 output_tokens=int(usage.get("completion_tokens") or 0),
+                body=completion,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             # ValueError includes a 200 whose body is not JSON at all.
@@ -74,36 +74,70 @@ class OpenAICompatibleProvider:
                 f"{self.name} answered without a choice", error_type="invalid_response", status=200
             ) from None
 
+    def embed(self, *, model: str, params: dict[str, Any], timeout: float) -> Generation:
+        try:
+            with self._translated_errors():
+                body = self._sdk().post(
+                    "/embeddings",
+                    body={**params, "model": model},
+                    cast_to=object,
+                    options={"timeout": timeout},
+                )
+            tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+            if not isinstance(body["data"], list):
+                raise TypeError
+        except (KeyError, TypeError, AttributeError, ValueError):
+            raise ProviderCallError(
+                f"{self.name} answered without embeddings",
+                error_type="invalid_response",
+                status=200,
+            ) from None
+        return Generation(
+            text="", finish_reason="stop", input_tokens=tokens, output_tokens=0, body=body
+        )
+
     def stream(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
     ) -> Iterator[StreamChunk]:
-        stream_options = {**(params.get("stream_options") or {}), "include_usage": True}
+        body = _body(model, messages, params)
+        body["stream"] = True
+        body["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
         finish_reason = None
         input_tokens = output_tokens = 0
+        usage: dict[str, Any] | None = None
         with self._translated_errors():
-            chunks = self._sdk().chat.completions.create(
-                model=model,
-                messages=messages,
-                timeout=timeout,
+            chunks = self._sdk().post(
+                "/chat/completions",
+                body=body,
+                cast_to=object,
                 stream=True,
-                stream_options=stream_options,
-                **_request_fields(params),
+                stream_cls=openai.Stream[object],
+                options={"timeout": timeout},
             )
             with chunks:
                 for chunk in chunks:
-                    if chunk.usage:
-                        input_tokens = chunk.usage.prompt_tokens or 0
-                        output_tokens = chunk.usage.completion_tokens or 0
-                    if not chunk.choices:
+                    if not isinstance(chunk, dict):
                         continue
-                    choice = chunk.choices[0]
-                    finish_reason = choice.finish_reason or finish_reason
-                    if choice.delta and choice.delta.content:
-                        yield StreamChunk(delta=choice.delta.content)
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        input_tokens = int(usage.get("prompt_tokens") or 0)
+                        output_tokens = int(usage.get("completion_tokens") or 0)
+                    choices = chunk.get("choices")
+                    if not choices:
+                        continue
+                    first = next((c for c in choices if c.get("index", 0) == 0), {})
+                    finish_reason = first.get("finish_reason") or finish_reason
+                    text = (first.get("delta") or {}).get("content")
+                    yield StreamChunk(
+                        delta=text if isinstance(text, str) else "",
+                        choices=choices,
+                        extra={k: v for k, v in chunk.items() if k not in _CHUNK_OWN_FIELDS},
+                    )
         yield StreamChunk(
             finish_reason=finish_reason or "stop",
             input_tokens=input_tokens,
             output_tokens=output_tokens,
+            usage=usage,
         )
 
     def _sdk(self) -> openai.OpenAI:
@@ -128,7 +162,9 @@ class OpenAICompatibleProvider:
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
             error_type, retryable = status_error_type(status)
-            detail = error_detail(error.body, secret=self._api_key)
+            # A refusal's message tells the client what to fix: it is kept whole.
+            limit = REFUSAL_DETAIL_LIMIT if 400 <= status < 500 else DETAIL_LIMIT
+            detail = error_detail(error.body, secret=self._api_key, limit=limit)
             return ProviderCallError(
                 f"{self.name} answered {status}" + (f": {detail}" if detail else ""),
                 error_type=error_type,
@@ -150,16 +186,7 @@ class OpenAICompatibleProvider:
         )
 
 
-def _request_fields(params: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    extra_body: dict[str, Any] = {}
-    for key, value in params.items():
-        if key in _OWN_FIELDS:
-            continue
-        if key in _TYPED_FIELDS:
-            fields[key] = value
-        else:
-            extra_body[key] = value
-    if extra_body:
-        fields["extra_body"] = extra_body
-    return fields
+def _body(model: str, messages: list[Message], params: dict[str, Any]) -> dict[str, Any]:
+    """The request as the caller sent it, every field passed on, for ``model``."""
+    body = {key: value for key, value in params.items() if key not in _OWN_FIELDS}
+    return {**body, "model": model, "messages": messages}

@@ -119,7 +119,13 @@ def _parse_seconds(value: str | None, *, divisor: int) -> float | None:
     return seconds
 
 
-def error_detail(body: object, *, secret: str = "", limit: int = 200) -> str:
+# How much of a provider's error message is kept: a few lines for a failure, and
+# a refused request's whole explanation (a schema error names every bad field).
+DETAIL_LIMIT = 200
+REFUSAL_DETAIL_LIMIT = 4000
+
+
+def error_detail(body: object, *, secret: str = "", limit: int = DETAIL_LIMIT) -> str:
     """A short, key-free text for an error body: its ``error.message`` or ``message`` if any."""
     detail = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(detail, dict):

@@ -1,0 +1,1 @@
+"""The Anthropic-compatible Messages API (``POST /v1/messages``) of the gateway."""
