@@ -457,6 +457,10 @@ LOGGING = {
     "loggers": {
         "django.server": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
+        # The providers' HTTP clients log every request at INFO: each attempt is
+        # recorded on its interaction already, so only their warnings are kept.
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
         "contextos.cache": {"filters": ["once_per_10s"]},
         "apps.ai_interactions.answer_cache": {"filters": ["once_per_10s"]},
     },
