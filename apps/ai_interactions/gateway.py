@@ -3,6 +3,7 @@ request's call of the AI services, and the server-sent events answer."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
@@ -14,7 +15,8 @@ from apps.ai_interactions.catalog import UnknownModel
 from apps.ai_interactions.models import AIInteraction, InteractionMode
 from apps.ai_interactions.providers.base import Message
 from apps.ai_interactions.services import Chunks, interaction_create, interaction_stream
-from contextos.exceptions import NotFound
+from contextos.exceptions import NotFound, ValidationFailed
+from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 
 
 @contextmanager
@@ -26,38 +28,51 @@ def known_model() -> Iterator[None]:
         raise NotFound(error.message, code="model_not_found") from error
 
 
-def _call(
-    request: Request,
-    *,
-    messages: list[Message],
-    model: str | None,
-    params: dict[str, Any],
-    use_cache: bool,
-    metadata: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "owner": request.user,
-        "api_key": request_api_key(request),
-        "messages": messages,
-        "model_name": model,
-        "params": params,
-        "use_cache": use_cache,
-        "metadata": metadata,
-    }
+def checked_body(body: Any) -> dict[str, Any]:
+    """A request body that is a JSON object whose every string PostgreSQL can store (a
+    gateway records what it is sent, and passes it on)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("The request body must be a JSON object.")
+    if has_null_character(body):
+        raise ValidationFailed(NULL_CHARACTER_MESSAGE)
+    return body
 
 
-def gateway_answer(request: Request, **asked: Any) -> AIInteraction:
-    """Answer a gateway chat request whole (``asked``: messages, model, params, use_cache,
-    metadata, in OpenAI's shapes); the interaction, its ``completion`` set."""
+@dataclass(frozen=True)
+class GatewayCall:
+    """A gateway chat request in the services' terms (OpenAI's shapes), whichever
+    protocol it came in."""
+
+    messages: list[Message]
+    model: str | None
+    params: dict[str, Any]
+    stream: bool
+    use_cache: bool
+    metadata: dict[str, Any]
+
+    def service_arguments(self, request: Request) -> dict[str, Any]:
+        return {
+            "owner": request.user,
+            "api_key": request_api_key(request),
+            "messages": self.messages,
+            "model_name": self.model,
+            "params": self.params,
+            "use_cache": self.use_cache,
+            "metadata": self.metadata,
+        }
+
+
+def gateway_answer(request: Request, call: GatewayCall) -> AIInteraction:
+    """Answer a gateway chat call whole; the interaction, its ``completion`` set."""
     with known_model():
-        return interaction_create(**_call(request, **asked), mode=InteractionMode.GATEWAY)
+        return interaction_create(**call.service_arguments(request), mode=InteractionMode.GATEWAY)
 
 
-def gateway_stream(request: Request, **asked: Any) -> tuple[AIInteraction, Chunks]:
+def gateway_stream(request: Request, call: GatewayCall) -> tuple[AIInteraction, Chunks]:
     """Start a streamed gateway chat call (see ``interaction_stream``)."""
     connections.close_all()  # none is held while the provider answers
     with known_model():
-        return interaction_stream(**_call(request, **asked))
+        return interaction_stream(**call.service_arguments(request))
 
 
 def event_stream(events: Iterator[bytes]) -> StreamingHttpResponse:

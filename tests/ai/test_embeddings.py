@@ -3,17 +3,16 @@ OpenAI-compatible upstream, the cache and single flight, the record."""
 
 import base64
 import math
-import threading
 from array import array
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 from openai import OpenAI
 
 from apps.accounts.services import api_key_create
 from apps.ai_interactions.models import AIInteraction
 from tests.integration.test_ai_end_to_end import provider_env
+from tests.together import all_at_once
 
 pytestmark = pytest.mark.django_db
 EMBEDDINGS = "/v1/embeddings"
@@ -81,23 +80,12 @@ def test_ten_identical_concurrent_embeddings_make_one_upstream_request(
 ):
     openai_model.default_delay = 0.5
     _, raw_key = api_key_create(user=user, name="embeddings")
-    start = threading.Barrier(10)
-    statuses: list[int] = []
 
-    def call() -> None:
-        try:
-            start.wait()
-            response = embed(client_for(raw_key), model="fake-gpt", input=["all", "together"])
-            statuses.append(response.status_code)
-        finally:
-            connections.close_all()
+    responses = all_at_once(
+        lambda: embed(client_for(raw_key), model="fake-gpt", input=["all", "together"])
+    )
 
-    threads = [threading.Thread(target=call) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert statuses == [200] * 10
+    assert [response.status_code for response in responses] == [200] * 10
     assert upstream_calls(openai_model) == 1
     cached = AIInteraction.objects.filter(kind="embedding").values_list("cached", flat=True)
     assert sorted(cached) == [False] + [True] * 9

@@ -7,7 +7,6 @@ the database and Redis.
 
 import http.client
 import json
-import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,6 +24,7 @@ from tests.fakes import FakeServer, Reply, anthropic_server, openai_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import wait_for
 from tests.sse import data_events
+from tests.together import all_at_once
 
 COMPLETIONS = "/v1/chat/completions"
 MODEL = "fake-gpt"
@@ -252,28 +252,14 @@ def test_ten_identical_streams_together_make_one_upstream_request(start_web, use
     base = start_web(**server_env(fake_openai))
     _, key = api_key_create(user=user, name="gateway")
     fake_openai.default_delay = 0.5  # long enough for all ten to arrive while the first waits
-    together = threading.Barrier(10)
-    texts: list[str] = []
-    errors: list[Exception] = []
 
-    def ask() -> None:
+    def ask() -> str:
         client = OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
-        try:
-            together.wait(10)
-            chunks = client.chat.completions.create(**chat("all at once"), stream=True)
-            texts.append(
-                "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-            )
-        except Exception as error:  # surfaced below
-            errors.append(error)
+        chunks = client.chat.completions.create(**chat("all at once"), stream=True)
+        return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
 
-    threads = [threading.Thread(target=ask) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    texts = all_at_once(ask)
 
-    assert errors == []
     assert texts == ["fake: all at once"] * 10
     assert calls(fake_openai) == 1
 

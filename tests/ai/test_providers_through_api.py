@@ -1,14 +1,13 @@
 """The AI API against a real local OpenAI-compatible server: retries, failures, cache, locking."""
 
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.services import interaction_create
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.together import all_at_once
 
 INTERACTIONS = "/api/v1/ai/interactions/"
 MODEL = "fake-gpt"
@@ -93,27 +92,13 @@ def test_ten_identical_concurrent_calls_make_one_upstream_request(
     user, openai_model, each_shared_cache
 ):
     openai_model.default_delay = 0.5
-    results, errors = [], []
-    start = threading.Barrier(10)
 
-    def call() -> None:
-        try:
-            start.wait()
-            interaction = interaction_create(
-                owner=user, messages=[{"role": "user", "content": "together"}], model_name=MODEL
-            )
-            results.append(interaction)
-        except Exception as error:  # surfaced below
-            errors.append(error)
-        finally:
-            connections.close_all()
+    results = all_at_once(
+        lambda: interaction_create(
+            owner=user, messages=[{"role": "user", "content": "together"}], model_name=MODEL
+        )
+    )
 
-    threads = [threading.Thread(target=call) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
     assert len(results) == 10
     assert calls(openai_model) == 1
     assert sorted(interaction.cached for interaction in results) == [False] + [True] * 9

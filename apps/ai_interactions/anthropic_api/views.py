@@ -9,7 +9,6 @@ Same API keys, cache and recording as every other call; errors in Anthropic's sh
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
@@ -25,7 +24,13 @@ from apps.ai_interactions.anthropic_api.serializers import (
     AnthropicMessagesRequestSchema,
     AnthropicServerSentEventSchema,
 )
-from apps.ai_interactions.gateway import event_stream, gateway_answer, gateway_stream
+from apps.ai_interactions.gateway import (
+    GatewayCall,
+    checked_body,
+    event_stream,
+    gateway_answer,
+    gateway_stream,
+)
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.providers.base import (
     Message,
@@ -40,7 +45,6 @@ from contextos.exceptions import (
     anthropic_error_body,
 )
 from contextos.schema import error_responses
-from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 
 logger = logging.getLogger(__name__)
 
@@ -282,23 +286,9 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-@dataclass(frozen=True)
-class MessagesRequest:
+def _parse(body: Any, cache_control: str) -> GatewayCall:
     """An Anthropic Messages request as the services take it: OpenAI's messages and params."""
-
-    model: str
-    messages: list[Message]
-    params: dict[str, Any]
-    stream: bool
-    use_cache: bool
-    metadata: dict[str, Any]
-
-
-def _parse(body: Any, cache_control: str) -> MessagesRequest:
-    if not isinstance(body, dict):
-        raise ValidationFailed("The request body must be a JSON object.")
-    if has_null_character(body):
-        raise ValidationFailed(NULL_CHARACTER_MESSAGE)
+    body = checked_body(body)
     model = _name(body.get("model"), "model")
     messages = _system(body.get("system")) + _conversation(body.get("messages"))
     params = {**_sampling(body), **_tool_params(body.get("tools"), body.get("tool_choice"))}
@@ -311,7 +301,7 @@ def _parse(body: Any, cache_control: str) -> MessagesRequest:
         raise _invalid("cache", "must be true or false.")
     if not isinstance(metadata, dict):
         raise _invalid("metadata", "must be an object.")
-    return MessagesRequest(
+    return GatewayCall(
         model=model,
         messages=messages,
         params=params,
@@ -508,14 +498,7 @@ class MessagesView(APIView):
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
         asked = _parse(request.data, request.headers.get("Cache-Control", ""))
-        call = {
-            "messages": asked.messages,
-            "model": asked.model,
-            "params": asked.params,
-            "use_cache": asked.use_cache,
-            "metadata": asked.metadata,
-        }
         if not asked.stream:
-            return Response(_message(gateway_answer(request, **call), asked.model))
-        interaction, chunks = gateway_stream(request, **call)
+            return Response(_message(gateway_answer(request, asked), asked.model))
+        interaction, chunks = gateway_stream(request, asked)
         return event_stream(_events(interaction, chunks, asked.model))

@@ -20,7 +20,14 @@ from rest_framework.views import APIView
 
 from apps.accounts.authentication import request_api_key
 from apps.ai_interactions.catalog import model_list
-from apps.ai_interactions.gateway import event_stream, gateway_answer, gateway_stream, known_model
+from apps.ai_interactions.gateway import (
+    GatewayCall,
+    checked_body,
+    event_stream,
+    gateway_answer,
+    gateway_stream,
+    known_model,
+)
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.openai_api.serializers import (
     ChatCompletionRequestSchema,
@@ -49,7 +56,6 @@ from apps.ai_interactions.services import (
 )
 from contextos.exceptions import ValidationFailed
 from contextos.schema import error_responses
-from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 
 logger = logging.getLogger(__name__)
 
@@ -106,26 +112,12 @@ def _metadata(body: dict[str, Any]) -> dict[str, Any]:
 class ChatRequest:
     """An OpenAI Chat Completions request: the messages as sent, every other field as params."""
 
-    messages: list[Message]
-    model: str | None
-    params: dict[str, Any]
-    stream: bool
+    call: GatewayCall
     include_usage: bool
-    use_cache: bool
-    metadata: dict[str, Any]
-
-
-def _checked_body(body: Any) -> dict[str, Any]:
-    """A JSON object whose every string PostgreSQL can store (it is recorded as sent)."""
-    if not isinstance(body, dict):
-        raise ValidationFailed("The request body must be a JSON object.")
-    if has_null_character(body):
-        raise ValidationFailed(NULL_CHARACTER_MESSAGE)
-    return body
 
 
 def _parse(body: Any, cache_control: str) -> ChatRequest:
-    body = _checked_body(body)
+    body = checked_body(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise ValidationFailed("'messages' must be a non-empty list.")
@@ -139,14 +131,16 @@ def _parse(body: Any, cache_control: str) -> ChatRequest:
             raise ValidationFailed(f"Invalid '{name}': {problems[0]}", details=checked.errors)
     options = body.get("stream_options")
     model = body.get("model")
-    return ChatRequest(
+    call = GatewayCall(
         messages=messages,
         model=model if isinstance(model, str) else None,
         params=params,
         stream=bool(body.get("stream")),
-        include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
         use_cache=_cache_wanted(body, cache_control),
         metadata=_metadata(body),
+    )
+    return ChatRequest(
+        call=call, include_usage=isinstance(options, dict) and bool(options.get("include_usage"))
     )
 
 
@@ -239,17 +233,10 @@ class ChatCompletionsView(APIView):
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
         chat = _parse(request.data, request.headers.get("Cache-Control", ""))
-        asked = {
-            "messages": chat.messages,
-            "model": chat.model,
-            "params": chat.params,
-            "use_cache": chat.use_cache,
-            "metadata": chat.metadata,
-        }
-        if not chat.stream:
-            interaction = gateway_answer(request, **asked)
+        if not chat.call.stream:
+            interaction = gateway_answer(request, chat.call)
             return Response({**interaction.completion, **_head(interaction, "chat.completion")})
-        interaction, chunks = gateway_stream(request, **asked)
+        interaction, chunks = gateway_stream(request, chat.call)
         return event_stream(_events(interaction, chunks, chat.include_usage))
 
 
@@ -287,7 +274,7 @@ class EmbeddingsView(APIView):
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response:
-        body = _checked_body(request.data)
+        body = checked_body(request.data)
         _checked_input(body.get("input"))
         params = {name: value for name, value in body.items() if name not in EMBEDDING_OWN_FIELDS}
         dimensions = params.get("dimensions")
