@@ -175,7 +175,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
     elif request is not None and is_openai_path(request):
         response.data = openai_error_body(
-            response.data["error"], response.data["code"], response.status_code
+            response.data["error"],
+            response.data["code"],
+            response.status_code,
+            param=_named_param(response.data.get("details")),
         )
     return response
 
@@ -208,19 +211,28 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+def _named_param(details: Any) -> str | None:
+    """The request field a provider's refusal named (``details.param``), if any."""
+    param = details.get("param") if isinstance(details, dict) else None
+    return param if isinstance(param, str) else None
+
+
 def is_openai_path(request: HttpRequest) -> bool:
     return request.path.startswith("/v1/")
 
 
-def openai_error_body(message: str, code: str, status_code: int) -> dict[str, Any]:
-    """OpenAI's error shape, used on the OpenAI-compatible ``/v1/`` paths."""
+def openai_error_body(
+    message: str, code: str, status_code: int, *, param: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error shape, used on the OpenAI-compatible ``/v1/`` paths; ``param`` names
+    the request field at fault (a provider's refusal passes its own on)."""
     if status_code in (401, 403):
         error_type = "authentication_error" if status_code == 401 else "permission_error"
     elif status_code == 429:
         error_type = "rate_limit_error"
     else:
         error_type = "invalid_request_error" if status_code < 500 else "server_error"
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def is_anthropic_path(request: HttpRequest) -> bool:

@@ -425,7 +425,7 @@ def _provider_error(interaction: AIInteraction, error: ProviderCallError) -> App
         return ProviderRejected(
             f"The provider refused the request: {error.message}",
             status_code=error.status,
-            details=details,
+            details={**details, "param": error.param},
         )
     return ProviderError(f"The provider failed: {error.message}", details=details)
 

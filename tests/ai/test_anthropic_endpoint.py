@@ -460,6 +460,28 @@ def test_an_anthropic_provider_answers_too(api_client, anthropic_model):
     assert sent["messages"] == [{"role": "user", "content": "hi there"}]
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_stop_sequence_that_ended_the_answer_is_named(api_client, anthropic_model, stream):
+    body = message(
+        model="fake-claude", prompt="one two HALT three", stop_sequences=["HALT"], stream=stream
+    )
+
+    response = api_client.post(MESSAGES, body, format="json")
+
+    if stream:
+        events = events_of(response)
+        text, stop = streamed_text(events), events[-2][1]["delta"]
+    else:
+        answer = response.json()
+        [block] = answer["content"]
+        text, stop = block["text"], {k: answer[k] for k in ("stop_reason", "stop_sequence")}
+    assert text == "fake: one two"
+    assert stop == {"stop_reason": "stop_sequence", "stop_sequence": "HALT"}
+    [sent] = [r["body"] for r in anthropic_model.requests if r["path"] == "/v1/messages"]
+    assert sent["stop_sequences"] == ["HALT"]
+
+
 @pytest.mark.django_db
 def test_a_tool_loop_with_an_openai_compatible_provider(api_client, openai_model):
     question = {"role": "user", "content": QUESTION}

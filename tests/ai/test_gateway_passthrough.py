@@ -355,6 +355,25 @@ EVERY_FIELD = {
 UNKNOWN_FIELDS = {"top_k": 40, "repetition_penalty": 1.1, "vendor": {"beam": [1, 2], "x": None}}
 
 
+def test_a_clients_own_stream_options_go_with_the_usage_contextos_asks_for(gateway, openai_model):
+    options = {"include_usage": False, "include_obfuscation": False}
+
+    chunks = list(
+        gateway.client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options=options,
+        )
+    )
+
+    [upstream] = upstream_bodies(openai_model)
+    assert upstream["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert all(chunk.usage is None for chunk in chunks)  # the client did not ask for usage
+    [row] = rows()
+    assert row.input_tokens > 0  # ContextOS counted the tokens all the same
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_every_field_reaches_the_provider_as_sent(gateway, openai_model, stream):
     messages = [{"role": "user", "content": "Plan my day in Oslo"}]
@@ -878,6 +897,7 @@ def test_a_provider_400_on_an_invalid_tool_schema_is_the_clients_400(gateway, op
     assert error.status_code == 400
     assert error.code == "provider_rejected_request"
     assert INVALID_SCHEMA["error"]["message"] in error.message
+    assert error.param == "tools[0].function.parameters"  # the field at fault, passed on
     assert len(upstream_bodies(openai_model)) == 1  # a refusal is not retried
     [row] = rows()
     assert (row.status, row.provider_status, row.provider_error_type) == (

@@ -218,6 +218,10 @@ class FakeServer:
 
 class FakeHandler(BaseHTTPRequestHandler):
     fake: FakeServer
+    # Keep-alive, as the providers' own servers do: an answer with a length leaves the
+    # connection open for the client's next request; a stream closes it when it ends.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -268,7 +272,8 @@ class FakeHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
         else:
             self.send_header("Cache-Control", "no-cache")
-        # HTTP/1.0: the connection closes after each answer, which ends a stream cleanly.
+            self.send_header("Connection", "close")  # the stream ends when it closes
+            self.close_connection = True
         self.end_headers()
 
 

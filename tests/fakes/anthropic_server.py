@@ -101,6 +101,7 @@ class FakeAnthropic(FakeServer):
         ]
         input_tokens = sum(word_count(text) for text in prompt)
         model = body.get("model") or MODEL
+        stop_sequence = None
         tools = _tools_to_call(body)
         if tools:
             blocks = _tool_blocks(tools, body)
@@ -109,8 +110,13 @@ class FakeAnthropic(FakeServer):
         else:
             asked = next((_turn_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
             words, cut = answer_words("fake: " + asked, body.get("max_tokens"))
+            stop_sequence = _stop_sequence_in(words, body.get("stop_sequences"))
+            if stop_sequence is not None:
+                words, cut = words[: words.index(stop_sequence)], False
             blocks = [{"type": "text", "text": " ".join(words)}]
             stop_reason = "max_tokens" if cut else "end_turn"
+            if stop_sequence is not None:
+                stop_reason = "stop_sequence"
             output_tokens = len(words)
         if not body.get("stream"):
             handler.send_json(
@@ -122,13 +128,15 @@ class FakeAnthropic(FakeServer):
                     "model": model,
                     "content": blocks,
                     "stop_reason": stop_reason,
-                    "stop_sequence": None,
+                    "stop_sequence": stop_sequence,
                     "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
                 },
                 reply.headers,
             )
             return
-        events = _stream_events(model, blocks, stop_reason, input_tokens, output_tokens)
+        events = _stream_events(
+            model, blocks, (stop_reason, stop_sequence), input_tokens, output_tokens
+        )
         if reply.fail_after is not None:
             events = _failing_midway(events, reply.fail_after)
         handler.send_events(
@@ -227,6 +235,15 @@ def _invalid(body: dict[str, Any]) -> str:
     return ""
 
 
+def _stop_sequence_in(words: list[str], stop_sequences: Any) -> str | None:
+    """The first of ``stop_sequences`` that is one of the answer's words (the fake's
+    stop sequences match whole words), or None."""
+    for word in words:
+        if isinstance(stop_sequences, list) and word in stop_sequences:
+            return word
+    return None
+
+
 def _failing_midway(events: Iterator[str], words: int) -> Iterator[str]:
     """The opening events and the first ``words`` word events, then an overloaded error."""
     yield from islice(events, 3 + words)
@@ -238,7 +255,7 @@ def _failing_midway(events: Iterator[str], words: int) -> Iterator[str]:
 def _stream_events(
     model: str,
     blocks: list[dict[str, Any]],
-    stop_reason: str,
+    stop: tuple[str, str | None],
     input_tokens: int,
     output_tokens: int,
 ) -> Iterator[str]:
@@ -276,7 +293,7 @@ def _stream_events(
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "delta": {"stop_reason": stop[0], "stop_sequence": stop[1]},
             "usage": {"output_tokens": output_tokens},
         },
     )

@@ -323,8 +323,20 @@ def _head(interaction: AIInteraction, model: str) -> dict[str, Any]:
     }
 
 
-def _stop_reason(finish_reason: str | None) -> str:
+def _stop_reason(finish_reason: str | None, stop_sequence: str | None = None) -> str:
+    if stop_sequence:
+        return "stop_sequence"
     return STOP_REASONS.get(finish_reason or "stop", "end_turn")
+
+
+def _stop_sequence(choice: dict[str, Any]) -> str | None:
+    """The stop sequence that ended a choice: ``stop_sequence`` (an Anthropic provider's,
+    as ContextOS passes it on) or a string ``stop_reason`` (vLLM's); else None."""
+    for field in ("stop_sequence", "stop_reason"):
+        value = choice.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _usage(interaction: AIInteraction) -> dict[str, int]:
@@ -360,11 +372,14 @@ def _content(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _message(interaction: AIInteraction, model: str) -> dict[str, Any]:
     choice = interaction.completion["choices"][0]
+    stop_sequence = _stop_sequence(choice)
     return {
         **_head(interaction, model),
         "content": _content(choice.get("message") or {}),
-        "stop_reason": _stop_reason(choice.get("finish_reason") or interaction.finish_reason),
-        "stop_sequence": None,
+        "stop_reason": _stop_reason(
+            choice.get("finish_reason") or interaction.finish_reason, stop_sequence
+        ),
+        "stop_sequence": stop_sequence,
         "usage": _usage(interaction),
     }
 
@@ -378,10 +393,10 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return f"event: {payload['type']}\ndata: {data}\n\n".encode()
 
 
-def _first_choice_delta(chunk: StreamChunk) -> dict[str, Any]:
+def _first_choice(chunk: StreamChunk) -> dict[str, Any]:
     for choice in chunk.choices or ():
         if choice.get("index", 0) == 0:
-            return choice.get("delta") or {}
+            return choice
     return {}
 
 
@@ -393,9 +408,12 @@ class _ContentBlocks:
         self.started = 0  # blocks started so far; the last one may still be open
         self.open: tuple[str, int] | None = None  # ("text", 0) or ("tool_use", call index)
         self.tool_blocks: dict[int, int] = {}  # a tool call's index -> its block's index
+        self.stop_sequence: str | None = None  # the stop sequence that ended the answer
 
     def events(self, chunk: StreamChunk) -> Iterator[bytes]:
-        delta = _first_choice_delta(chunk)
+        choice = _first_choice(chunk)
+        self.stop_sequence = _stop_sequence(choice) or self.stop_sequence
+        delta = choice.get("delta") or {}
         refusal = delta.get("refusal")
         text = chunk.delta or (refusal if isinstance(refusal, str) else "")
         if text:
@@ -462,7 +480,10 @@ def _events(interaction: AIInteraction, chunks: Chunks, model: str) -> Iterator[
         for chunk in chunks:
             yield from blocks.events(chunk)
         yield from blocks.finish()
-        stop = {"stop_reason": _stop_reason(interaction.finish_reason), "stop_sequence": None}
+        stop = {
+            "stop_reason": _stop_reason(interaction.finish_reason, blocks.stop_sequence),
+            "stop_sequence": blocks.stop_sequence,
+        }
         yield _sse({"type": "message_delta", "delta": stop, "usage": _usage(interaction)})
         yield _sse({"type": "message_stop"})
     except ProviderCallError as error:

@@ -130,6 +130,12 @@ def _parse(body: Any, cache_control: str) -> ChatRequest:
             name, problems = next(iter(checked.errors.items()))
             raise ValidationFailed(f"Invalid '{name}': {problems[0]}", details=checked.errors)
     options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ValidationFailed("'stream_options' must be an object.")
+    passed_options = {k: v for k, v in (options or {}).items() if k != "include_usage"}
+    if body.get("stream") and passed_options:
+        # The provider asks for usage itself; the client's other options go with it.
+        params["stream_options"] = passed_options
     model = body.get("model")
     call = GatewayCall(
         messages=messages,
@@ -139,9 +145,7 @@ def _parse(body: Any, cache_control: str) -> ChatRequest:
         use_cache=_cache_wanted(body, cache_control),
         metadata=_metadata(body),
     )
-    return ChatRequest(
-        call=call, include_usage=isinstance(options, dict) and bool(options.get("include_usage"))
-    )
+    return ChatRequest(call=call, include_usage=bool((options or {}).get("include_usage")))
 
 
 def _head(interaction: AIInteraction, kind: str) -> dict[str, Any]:

@@ -55,10 +55,14 @@ _STREAM_ERROR_TYPES = {
 
 
 @functools.lru_cache(maxsize=16)
-def _client(base_url: str, api_key: str, pid: int) -> anthropic.Anthropic:
+def _client(
+    base_url: str, api_key: str, headers: tuple[tuple[str, str], ...], pid: int
+) -> anthropic.Anthropic:
     # One client (one connection pool) per server, key and process: a client per call pays
     # a new connection and TLS handshake every time, and a pool must not cross a fork.
-    return anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0)
+    return anthropic.Anthropic(
+        base_url=base_url, api_key=api_key, max_retries=0, default_headers=dict(headers) or None
+    )
 
 
 class AnthropicProvider:
@@ -75,10 +79,18 @@ class AnthropicProvider:
     text, tool calls, finish reason and usage.
     """
 
-    def __init__(self, *, name: str = "anthropic", base_url: str, api_key: str) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "anthropic",
+        base_url: str,
+        api_key: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.base_url = base_url
         self._api_key = api_key
+        self._headers = tuple(sorted((extra_headers or {}).items()))
 
     def generate(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
@@ -106,11 +118,10 @@ class AnthropicProvider:
         }
         if calls:
             answer["tool_calls"] = calls
+        choice = {"index": 0, "message": answer, "finish_reason": finish_reason, "logprobs": None}
         body = {
             "object": "chat.completion",
-            "choices": [
-                {"index": 0, "message": answer, "finish_reason": finish_reason, "logprobs": None}
-            ],
+            "choices": [_with_stop_sequence(choice, message.stop_sequence)],
             "usage": {
                 "prompt_tokens": input_tokens,
                 "completion_tokens": output_tokens,
@@ -144,7 +155,7 @@ class AnthropicProvider:
             raise ProviderCallError(
                 f"no API key is configured for {self.name}", error_type="authentication_error"
             )
-        return _client(self.base_url, self._api_key, os.getpid())
+        return _client(self.base_url, self._api_key, self._headers, os.getpid())
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -177,6 +188,8 @@ class AnthropicProvider:
                     retryable=retryable,
                 )
             error_type, retryable = status_error_type(status)
+            if status == 400 and "prompt is too long" in detail.lower():
+                error_type = "context_length_exceeded"  # Anthropic's words for it
             return ProviderCallError(
                 f"{self.name} answered {status}" + (f": {detail}" if detail else ""),
                 error_type=error_type,
@@ -205,6 +218,7 @@ class _StreamTranslation:
         # Anthropic's block index -> the tool call's index, or None for content blocks.
         self.blocks: dict[int, int | None] = {}
         self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
 
@@ -218,6 +232,7 @@ class _StreamTranslation:
             yield from self._block_delta(self.blocks[event.index], event.delta)
         elif event.type == "message_delta":
             self.stop_reason = event.delta.stop_reason or self.stop_reason
+            self.stop_sequence = event.delta.stop_sequence or self.stop_sequence
             # message_delta counts are cumulative; input is repeated only sometimes.
             self.output_tokens = event.usage.output_tokens or self.output_tokens
             if event.usage.input_tokens is not None:
@@ -227,7 +242,9 @@ class _StreamTranslation:
         if not self.started:
             yield self._chunk({"content": ""})
         finish_reason = _finish_reason(self.stop_reason, called=self.calls > 0)
-        yield StreamChunk(choices=[_choice({}, finish_reason)])
+        yield StreamChunk(
+            choices=[_with_stop_sequence(_choice({}, finish_reason), self.stop_sequence)]
+        )
         yield StreamChunk(
             finish_reason=finish_reason,
             input_tokens=self.input_tokens,
@@ -272,6 +289,12 @@ class _StreamTranslation:
 
 def _choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _with_stop_sequence(choice: dict[str, Any], stop_sequence: str | None) -> dict[str, Any]:
+    """The choice, naming the stop sequence that ended it when one did (a field of the
+    choice, as vLLM's ``stop_reason``; OpenAI's clients ignore it)."""
+    return {**choice, "stop_sequence": stop_sequence} if stop_sequence else choice
 
 
 def _tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:

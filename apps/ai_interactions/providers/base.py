@@ -76,6 +76,11 @@ class Attempt:
         }
 
 
+def attempt_records(attempts: list[Attempt], *, deployment: str, provider: str) -> list[dict]:
+    """Attempts as recorded on an interaction, each naming the deployment it called."""
+    return [{**a.as_dict(), "deployment": deployment, "provider": provider} for a in attempts]
+
+
 class ProviderCallError(Exception):
     """The provider did not answer. ``retryable`` for 429, 5xx, timeouts and lost connections."""
 
@@ -88,8 +93,12 @@ class ProviderCallError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         attempts: list[Attempt] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.param = param  # the request field a provider's refusal names, if it names one
+        # Every attempt of a routed call (dicts naming their deployments), set by the router.
+        self.records: list[dict[str, Any]] | None = None
         self.message = message
         self.error_type = error_type
         self.status = status

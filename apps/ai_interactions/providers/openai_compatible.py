@@ -26,10 +26,17 @@ _PLACEHOLDER_KEY = "unused"
 
 
 @functools.lru_cache(maxsize=16)
-def _client(base_url: str, api_key: str, pid: int) -> openai.OpenAI:
+def _client(
+    base_url: str, api_key: str, headers: tuple[tuple[str, str], ...], pid: int
+) -> openai.OpenAI:
     # One client (one connection pool) per server, key and process: a client per call pays
     # a new connection and TLS handshake every time, and a pool must not cross a fork.
-    return openai.OpenAI(base_url=base_url, api_key=api_key or _PLACEHOLDER_KEY, max_retries=0)
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key or _PLACEHOLDER_KEY,
+        max_retries=0,
+        default_headers=dict(headers) or None,
+    )
 
 
 class OpenAICompatibleProvider:
@@ -40,10 +47,18 @@ class OpenAICompatibleProvider:
     the completion's JSON, or each streamed chunk's choices.
     """
 
-    def __init__(self, *, name: str = "openai", base_url: str, api_key: str) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "openai",
+        base_url: str,
+        api_key: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.base_url = base_url
         self._api_key = api_key
+        self._headers = tuple(sorted((extra_headers or {}).items()))
 
     def generate(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
@@ -141,7 +156,7 @@ class OpenAICompatibleProvider:
         )
 
     def _sdk(self) -> openai.OpenAI:
-        return _client(self.base_url, self._api_key, os.getpid())
+        return _client(self.base_url, self._api_key, self._headers, os.getpid())
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -162,6 +177,8 @@ class OpenAICompatibleProvider:
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
             error_type, retryable = status_error_type(status)
+            if error.code == "context_length_exceeded":
+                error_type = "context_length_exceeded"
             # A refusal's message tells the client what to fix: it is kept whole.
             limit = REFUSAL_DETAIL_LIMIT if 400 <= status < 500 else DETAIL_LIMIT
             detail = error_detail(error.body, secret=self._api_key, limit=limit)
@@ -171,6 +188,7 @@ class OpenAICompatibleProvider:
                 status=status,
                 retryable=retryable,
                 retry_after=retry_after_seconds(error.response.headers) if retryable else None,
+                param=error.param if isinstance(error.param, str) else None,
             )
         if isinstance(error, openai.APIError):
             # An error event in the middle of a stream: the server failed after it said 200.

@@ -23,6 +23,7 @@ def call_with_retries(
     base_delay: float,
     max_delay: float,
     sleep: Callable[[float], None] = time.sleep,
+    retry_if: Callable[[ProviderCallError], bool] | None = None,
 ) -> tuple[T, list[Attempt]]:
     """Run ``call`` until it succeeds, retrying retryable ``ProviderCallError``s.
 
@@ -30,7 +31,8 @@ def call_with_retries(
     exponential backoff with full jitter (``uniform(0, min(max_delay, base_delay * 2**(n-1)))``
     after attempt ``n``); every wait is capped at ``max_delay``. A non-retryable error is
     raised at once. Returns the result and one ``Attempt`` per call; when it gives up,
-    the raised error's ``attempts`` holds them all. Any other exception is a bug and
+    the raised error's ``attempts`` holds them all. ``retry_if`` can decline a retryable
+    error (a router moving on to another deployment). Any other exception is a bug and
     propagates untouched.
     """
     attempts: list[Attempt] = []
@@ -50,7 +52,8 @@ def call_with_retries(
                     retry_after_s=error.retry_after,
                 )
             )
-            if not error.retryable or number >= max_attempts:
+            retry = error.retryable and (retry_if is None or retry_if(error))
+            if not retry or number >= max_attempts:
                 error.attempts = list(attempts)
                 raise
             sleep(_delay_before_retry(error, number, base_delay=base_delay, max_delay=max_delay))
