@@ -371,6 +371,27 @@ def ensure_interactions(count: int) -> None:
             cursor.execute("ANALYZE ai_interactions_aiinteraction")
 
 
+def bench_route(upstream_url: str) -> None:
+    """The route ``BENCH_MODEL``: one deployment on the fake upstream of this run (its port
+    changes from run to run, and the bench database keeps its rows)."""
+    from decimal import Decimal
+
+    from apps.routing.models import Deployment, Provider, Route
+
+    provider, _ = Provider.objects.update_or_create(
+        name="bench-upstream", defaults={"kind": "openai", "base_url": upstream_url}
+    )
+    provider.set_api_key("bench")
+    provider.save()
+    route, _ = Route.objects.get_or_create(name=BENCH_MODEL)
+    Deployment.objects.update_or_create(
+        route=route,
+        provider=provider,
+        model=BENCH_MODEL,
+        defaults={"input_price_per_mtok": Decimal(1), "output_price_per_mtok": Decimal(2)},
+    )
+
+
 def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: int) -> list[Row]:
     from apps.ai_interactions.models import AIInteraction
     from tests.fakes.openai_server import FakeOpenAI
@@ -379,17 +400,13 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
     ask_body = json.dumps({"prompt": CACHED_PROMPT})
     with FakeOpenAI() as upstream:
         upstream.default_delay = 0.05
-        provider = {
-            "OPENAI_BASE_URL": upstream.base_url,
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_MODELS": f"{BENCH_MODEL}:1:2",
-        }
+        bench_route(upstream.base_url)
         # One gunicorn worker process: with two, wrk's connections land on them
         # unevenly (whichever process wakes first accepts them), which made single
         # runs bimodal (/live at 1,250 or 3,100 req/s). A ratio compares the cost of
         # a request, which one process measures without that noise.
         with (
-            web_server(workers=1, **provider) as base,
+            web_server(workers=1) as base,
             tempfile.TemporaryDirectory() as scripts,
         ):
             submit = lua_script(scripts, "submit", api_key, submit_body)
@@ -574,6 +591,49 @@ def admin_scale_scenario(*, runs: int, renders: int = 20) -> list[Row]:
             "ms",
             2,
             kind="max-ratio",
+        )
+    ]
+
+
+def routing_scenario(*, runs: int, calls: int = 2000) -> list[Row]:
+    """What routing adds to a call: the router choosing among a route's 3 deployments
+    (table, breaker states in Redis, order, retries wrapper, attempt records) around a
+    call that returns at once, against that call alone; median ms per call."""
+    from apps.ai_interactions.catalog import route_get
+    from apps.routing.models import Deployment, Provider, Route
+    from apps.routing.router import routed_call
+
+    route_row, _ = Route.objects.get_or_create(
+        name="bench-routed", defaults={"strategy": "weighted"}
+    )
+    for name in ("east", "west", "north"):
+        provider, _ = Provider.objects.get_or_create(
+            name=f"bench-{name}", defaults={"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}
+        )
+        Deployment.objects.get_or_create(route=route_row, provider=provider, model=f"{name}-model")
+    route = route_get("bench-routed")
+
+    def answer(provider: object, deployment: object) -> str:
+        return "answered"
+
+    routed, direct = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(calls):
+            routed_call(route, tokens=100, call=answer)
+        routed.append((time.perf_counter() - started) * 1000 / calls)
+        started = time.perf_counter()
+        for _ in range(calls):
+            answer(None, None)
+        direct.append((time.perf_counter() - started) * 1000 / calls)
+    return [
+        Row(
+            "routing a call among 3 weighted deployments vs the call alone, median ms",
+            statistics.median(routed),
+            statistics.median(direct),
+            "ms",
+            0.5,
+            kind="max-added",
         )
     ]
 
@@ -765,6 +825,7 @@ def main() -> int:
 
     rows = http_scenarios(user, api_key, staff_key, runs=args.runs, seconds=args.seconds)
     rows += admin_scale_scenario(runs=args.runs)
+    rows += routing_scenario(runs=args.runs)
     rows += usage_scenario(staff_key, runs=args.runs)
     if not args.http_only:
         rows += throughput_scenario(user, runs=args.runs, count=args.tasks)

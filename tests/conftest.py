@@ -109,6 +109,21 @@ def _clear_cache():
     return
 
 
+@pytest.fixture(autouse=True)
+def _fresh_routing():
+    """Each test reads its own routing rows (a rolled-back test leaves the process's
+    table and breakers behind)."""
+    from apps.routing import cooldown, router
+    from apps.routing.table import routing_table_clear
+
+    routing_table_clear()
+    cooldown.reset()
+    router.latencies.ms.clear()
+    router.weighted.current.clear()
+    yield
+    routing_table_clear()
+
+
 @pytest.fixture
 def database_cache(settings):
     """The cache of the embedded default (no ``REDIS_URL``): a table of the database."""

@@ -55,8 +55,11 @@ class AIInteraction(BaseModel):
         default=InteractionKind.CHAT,
         db_default=InteractionKind.CHAT,
     )
-    provider = models.CharField(max_length=50)
-    model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=200, help_text="The route (model name) asked for.")
+    # Which deployment (``provider/model``) answered, and whether a fallback route did.
+    deployment = models.CharField(max_length=300, blank=True, default="", db_default="")
+    fallback = models.BooleanField(default=False, db_default=False)
     messages = models.JSONField()
     params = models.JSONField(default=dict, blank=True)
     prompt = models.TextField(help_text="Every message's content, for search and display.")
@@ -120,8 +123,9 @@ class HourlyUsage(models.Model):
     """
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    provider = models.CharField(max_length=50)
+    provider = models.CharField(max_length=64)
     model = models.CharField(max_length=200)
+    deployment = models.CharField(max_length=300, default="", db_default="")
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     requests = models.PositiveIntegerField(default=0)
     succeeded = models.PositiveIntegerField(default=0)
@@ -154,7 +158,8 @@ class HourlyUsage(models.Model):
         verbose_name_plural = "hourly usage"
         constraints = [
             models.UniqueConstraint(
-                fields=["owner", "provider", "model", "hour"], name="hourly_usage_unique"
+                fields=["owner", "provider", "model", "deployment", "hour"],
+                name="hourly_usage_unique",
             )
         ]
         indexes = [models.Index(fields=["hour"], name="hourly_usage_hour")]

@@ -174,6 +174,9 @@ class InteractionSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(allow_null=True, read_only=True)
     cost_usd = serializers.DecimalField(max_digits=14, decimal_places=8, read_only=True)
     error = serializers.SerializerMethodField()
+    route = serializers.CharField(
+        source="model", read_only=True, help_text="The route (model name) asked for."
+    )
 
     class Meta:
         model = AIInteraction
@@ -182,6 +185,9 @@ class InteractionSerializer(serializers.ModelSerializer):
             "status",
             "provider",
             "model",
+            "route",
+            "deployment",
+            "fallback",
             "messages",
             "params",
             "kind",
@@ -215,6 +221,9 @@ class InteractionSerializer(serializers.ModelSerializer):
             "status": interaction.status,
             "provider": interaction.provider,
             "model": interaction.model,
+            "route": interaction.model,
+            "deployment": interaction.deployment,
+            "fallback": interaction.fallback,
             "messages": interaction.messages,
             "params": interaction.params,
             "kind": interaction.kind,
@@ -257,7 +266,7 @@ class DateOrDateTimeField(serializers.DateTimeField):
 
 
 class UsageQuerySerializer(serializers.Serializer):
-    group_by = serializers.ChoiceField(choices=["day", "model"], default="day")
+    group_by = serializers.ChoiceField(choices=["day", "model", "deployment"], default="day")
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # "from" and "to" are Python keywords, so they cannot be declared as attributes.
@@ -272,6 +281,9 @@ class UsageRowSerializer(serializers.Serializer):
     day = serializers.DateField(required=False)
     provider = serializers.CharField(required=False)
     model = serializers.CharField(required=False)
+    deployment = serializers.CharField(
+        required=False, help_text="provider/model of the deployment that answered ('' if none)."
+    )
     requests = serializers.IntegerField()
     succeeded = serializers.IntegerField()
     failed = serializers.IntegerField()
@@ -291,7 +303,7 @@ class UsageRowSerializer(serializers.Serializer):
 
 
 class UsageSerializer(serializers.Serializer):
-    group_by = serializers.ChoiceField(choices=["day", "model"])
+    group_by = serializers.ChoiceField(choices=["day", "model", "deployment"])
     results = UsageRowSerializer(many=True)
 
     def get_fields(self) -> dict[str, serializers.Field]:

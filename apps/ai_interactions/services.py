@@ -8,7 +8,7 @@ with Redis down calls still work, uncached.
 
 import json
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from datetime import datetime
 from itertools import islice
@@ -29,7 +29,7 @@ from apps.ai_interactions.answers import (
     completion_body,
     replayed_chunks,
 )
-from apps.ai_interactions.catalog import cost_usd, model_get, provider_for
+from apps.ai_interactions.catalog import cost_usd, route_get
 from apps.ai_interactions.models import (
     FINISHED_STATUSES,
     AIInteraction,
@@ -40,12 +40,18 @@ from apps.ai_interactions.models import (
 from apps.ai_interactions.providers.base import (
     Generation,
     Message,
-    ModelInfo,
     ProviderCallError,
     StreamChunk,
     content_text,
 )
-from apps.ai_interactions.providers.retry import call_with_retries
+from apps.routing.router import (
+    Routed,
+    check_fits,
+    estimated_tokens,
+    routed_call,
+    timeout_of,
+)
+from apps.routing.table import DeploymentConfig, RouteConfig
 from apps.tasks.services import task_submit
 from contextos.digest import canonical_digest
 from contextos.exceptions import (
@@ -88,10 +94,10 @@ def _message_chars(message: Message) -> int:
     return size
 
 
-def prompt_hash(*, provider: str, model: str, messages: list[Message], params: dict) -> str:
-    return canonical_digest(
-        {"provider": provider, "model": model, "messages": messages, "params": params}
-    )
+def prompt_hash(*, model: str, messages: list[Message], params: dict) -> str:
+    """The answer cache's key: the route's public name (not the deployment that
+    answered), the messages and every param."""
+    return canonical_digest({"model": model, "messages": messages, "params": params})
 
 
 def check_prompt_size(size: int, *, field: str = "messages") -> None:
@@ -108,7 +114,7 @@ def interaction_build(
     *,
     owner: AbstractBaseUser,
     api_key: Any,
-    model: ModelInfo,
+    route: RouteConfig,
     messages: list[Message],
     params: dict[str, Any],
     mode: str,
@@ -120,22 +126,23 @@ def interaction_build(
         prompt = "\n\n".join(_input_texts(params["input"]))
     else:
         prompt = "\n\n".join(content_text(message.get("content")) for message in messages)
-    return AIInteraction(
+    interaction = AIInteraction(
         owner=owner,
         api_key=api_key,
         mode=mode,
         kind=kind,
         status=status,
-        provider=model.provider,
-        model=model.model,
+        # The provider that answers is known once one has; until then the route's first.
+        provider=route.first.provider.name if route.first else "",
+        model=route.name,
         messages=messages,
         params=params,
         prompt=prompt,
-        prompt_hash=prompt_hash(
-            provider=model.provider, model=model.model, messages=messages, params=params
-        ),
+        prompt_hash=prompt_hash(model=route.name, messages=messages, params=params),
         metadata=metadata,
     )
+    check_fits(route, _tokens(interaction))  # too large for every deployment: a 400 now
+    return interaction
 
 
 # --- Recording -----------------------------------------------------------------------
@@ -144,7 +151,7 @@ def interaction_build(
 def record_answer(
     interaction: AIInteraction,
     *,
-    model: ModelInfo,
+    priced: DeploymentConfig | None,
     answer: dict[str, Any],
     cached: bool,
     started: float,
@@ -160,9 +167,9 @@ def record_answer(
     interaction.cached = cached
     interaction.cost_usd = (
         0
-        if cached
+        if cached or priced is None
         else cost_usd(
-            model, input_tokens=answer["input_tokens"], output_tokens=answer["output_tokens"]
+            priced, input_tokens=answer["input_tokens"], output_tokens=answer["output_tokens"]
         )
     )
     interaction.latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -194,7 +201,11 @@ def record_failure(
     interaction.attempts = [
         *interaction.attempts,
         *attempts,
-        *(attempt.as_dict() for attempt in error.attempts),
+        *(
+            error.records
+            if error.records is not None
+            else (attempt.as_dict() for attempt in error.attempts)
+        ),
     ]
     interaction.latency_ms = round((time.perf_counter() - started) * 1000, 2)
     interaction.completed_at = timezone.now() if final else None
@@ -210,60 +221,66 @@ def record_cut_short(
     interaction.completed_at = timezone.now()
 
 
-def call_provider(call: Callable[[], T]) -> tuple[T, list[dict[str, Any]]]:
-    """``call`` with the configured retries; also the attempts, as recorded."""
-    result, attempts = call_with_retries(
-        call,
-        max_attempts=settings.AI_PROVIDER_MAX_ATTEMPTS,
-        base_delay=settings.AI_RETRY_BASE_DELAY,
-        max_delay=settings.AI_RETRY_MAX_DELAY,
+def _tokens(interaction: AIInteraction) -> int:
+    """The call's estimated size in tokens (its text and the answer's ``max_tokens``)."""
+    return estimated_tokens(
+        prompt_chars=len(interaction.prompt),
+        messages=max(1, len(interaction.messages)),
+        params=interaction.params,
     )
-    return result, [attempt.as_dict() for attempt in attempts]
 
 
-def _generated(interaction: AIInteraction, model: ModelInfo) -> tuple[Generation, list]:
-    """The provider's whole answer (a completion, or embeddings), asked with retries."""
-    provider = provider_for(model)
+def _generated(interaction: AIInteraction, route: RouteConfig) -> Routed[Generation]:
+    """The provider's whole answer (a completion, or embeddings), routed and retried."""
     if interaction.kind == InteractionKind.EMBEDDING:
-        return call_provider(
-            lambda: provider.embed(
-                model=model.model,
-                params=interaction.params,
-                timeout=settings.AI_PROVIDER_TIMEOUT,
-            )
+        return routed_call(
+            route,
+            tokens=_tokens(interaction),
+            call=lambda provider, deployment: provider.embed(
+                model=deployment.model, params=interaction.params, timeout=timeout_of(deployment)
+            ),
         )
-    return call_provider(
-        lambda: provider.generate(
+    return routed_call(
+        route,
+        tokens=_tokens(interaction),
+        call=lambda provider, deployment: provider.generate(
             messages=interaction.messages,
-            model=model.model,
+            model=deployment.model,
             params=interaction.params,
-            timeout=settings.AI_PROVIDER_TIMEOUT,
-        )
+            timeout=timeout_of(deployment),
+        ),
     )
 
 
-def _streamed(interaction: AIInteraction, model: ModelInfo) -> tuple[Chunks, list]:
-    """The provider's answer as it comes, retried (as a whole call is) until its first chunk."""
-    provider = provider_for(model)
+def _streamed(interaction: AIInteraction, route: RouteConfig) -> tuple[Chunks, Routed]:
+    """The provider's answer as it comes, routed and retried (as a whole call is) until
+    its first chunk."""
 
-    def first() -> tuple[StreamChunk, Iterator[StreamChunk]]:
+    def first(provider: Any, deployment: DeploymentConfig) -> tuple[StreamChunk, Iterator]:
         chunks = iter(
             provider.stream(
                 messages=interaction.messages,
-                model=model.model,
+                model=deployment.model,
                 params=interaction.params,
-                timeout=settings.AI_PROVIDER_TIMEOUT,
+                timeout=timeout_of(deployment),
             )
         )
         return next(chunks, StreamChunk(finish_reason="stop")), chunks
 
-    (head, rest), attempts = call_provider(first)
+    routed = routed_call(route, tokens=_tokens(interaction), call=first)
+    head, rest = routed.result
 
     def chained() -> Chunks:
         yield head
         yield from rest
 
-    return chained(), attempts
+    return chained(), routed
+
+
+def _record_route(interaction: AIInteraction, routed: Routed) -> None:
+    interaction.provider = routed.deployment.provider.name
+    interaction.deployment = routed.deployment.label
+    interaction.fallback = routed.fallback
 
 
 def _answered(
@@ -285,11 +302,12 @@ def _answered(
     :class:`ProviderCallError`; a caller that stops listening (a client gone
     midway) leaves the row failed as ``client_disconnected`` and the lock released.
     """
-    model = model_get(interaction.model)
+    route = route_get(interaction.model)
     started = time.perf_counter()
     interaction.status = InteractionStatus.RUNNING
     interaction.started_at = interaction.started_at or timezone.now()
     attempts: list[dict[str, Any]] = []
+    routed: Routed | None = None
     sent = AnswerAssembler()  # what the caller has been given so far
     try:
         with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
@@ -297,11 +315,14 @@ def _answered(
             if answer is None and announce:
                 interaction.save()
             if answer is None and not streamed:
-                generation, attempts = _generated(interaction, model)
-                answer = answer_of(generation)
+                routed = _generated(interaction, route)
+                _record_route(interaction, routed)
+                attempts, answer = routed.attempts, answer_of(routed.result)
             elif streamed:
                 if answer is None:
-                    chunks, attempts = _streamed(interaction, model)
+                    chunks, routed = _streamed(interaction, route)
+                    _record_route(interaction, routed)
+                    attempts = routed.attempts
                 else:
                     chunks = replayed_chunks(answer)
                 with closing(chunks):
@@ -313,7 +334,7 @@ def _answered(
                 flight.keep(answer, model=interaction.model)
             record_answer(
                 interaction,
-                model=model,
+                priced=routed.deployment if routed else None,
                 answer=answer,
                 cached=flight.answer is not None,
                 started=started,
@@ -385,7 +406,7 @@ def interaction_stream(
     interaction = interaction_build(
         owner=owner,
         api_key=api_key,
-        model=model_get(model_name),
+        route=route_get(model_name),
         messages=messages,
         params=params or {},
         mode=InteractionMode.GATEWAY,
@@ -447,11 +468,10 @@ def interaction_create(
     the recorded interaction.
     """
     check_prompt_size(prompt_chars(messages))
-    model = model_get(model_name)
     fields = {
         "owner": owner,
         "api_key": api_key,
-        "model": model,
+        "route": route_get(model_name),
         "messages": messages,
         "params": params or {},
         "mode": mode,
@@ -484,16 +504,16 @@ def embedding_create(
     The vectors are in ``interaction.completion`` (OpenAI's shape), never stored.
     """
     check_prompt_size(sum(map(len, _input_texts(params["input"]))), field="input")
-    model = model_get(model_name)
-    if not hasattr(provider_for(model), "embed"):
+    route = route_get(model_name)
+    if all(d.provider.kind == "anthropic" for d in route.deployments):
         raise ValidationFailed(
-            f"Model {model.model!r} cannot make embeddings.",
-            details={"model": [f"{model.provider} models answer chat only."]},
+            f"Model {route.name!r} cannot make embeddings.",
+            details={"model": ["anthropic models answer chat only."]},
         )
     interaction = interaction_build(
         owner=owner,
         api_key=api_key,
-        model=model,
+        route=route,
         messages=[],
         params=params,
         mode=InteractionMode.GATEWAY,

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.health",
     "apps.tasks",
     "apps.ai_interactions",
+    "apps.routing",
     "apps.operations",
 ]
 
@@ -391,6 +392,13 @@ OPENAI_MODELS = env.list("OPENAI_MODELS", default=[])
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
 ANTHROPIC_MODELS = env.list("ANTHROPIC_MODELS", default=[])
+# Provider API keys are encrypted at rest with a key derived from this (else SECRET_KEY).
+PROVIDER_KEYS_SECRET = env.str("PROVIDER_KEYS_SECRET", default="")
+# A deployment cools down after this many failures in a row (or one 429), for this long.
+ROUTING_COOLDOWN_FAILURES = env.int("ROUTING_COOLDOWN_FAILURES", default=3)
+ROUTING_COOLDOWN_SECONDS = env.float("ROUTING_COOLDOWN_SECONDS", default=30.0)
+# Each process re-reads the routing table's version in Redis at most this often.
+ROUTING_TABLE_CHECK_SECONDS = env.float("ROUTING_TABLE_CHECK_SECONDS", default=1.0)
 AI_PROVIDER_TIMEOUT = env.float("AI_PROVIDER_TIMEOUT", default=60.0)
 AI_PROVIDER_MAX_ATTEMPTS = env.int("AI_PROVIDER_MAX_ATTEMPTS", default=3)
 AI_RETRY_BASE_DELAY = env.float("AI_RETRY_BASE_DELAY", default=0.5)

@@ -1,6 +1,5 @@
 """The AI REST API with the built-in echo model: create, cache, list, search, usage, ownership."""
 
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,6 +16,8 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 INTERACTIONS = "/api/v1/ai/interactions/"
+# A well-formed id that no row has: fixed, so that every xdist worker collects the same test ids.
+UNKNOWN_UUID = "3f2b8c1e-9d4a-4e6b-8f0a-5c7d1e2a9b64"
 
 
 def ask(client, **body):
@@ -44,6 +45,9 @@ def test_sync_call_answers_201_and_records_everything(api_client, user):
         "status",
         "provider",
         "model",
+        "route",
+        "deployment",
+        "fallback",
         "messages",
         "params",
         "kind",
@@ -63,6 +67,7 @@ def test_sync_call_answers_201_and_records_everything(api_client, user):
         "completed_at",
     }
     assert body["status"] == "succeeded"
+    assert (body["route"], body["deployment"], body["fallback"]) == ("echo-1", "echo/echo-1", False)
     assert body["response"] == "Echo: Hello there"
     assert body["messages"] == [{"role": "user", "content": "Hello there"}]
     assert body["cached"] is False
@@ -188,7 +193,7 @@ def test_owners_see_only_their_interactions(api_client, staff_client):
     assert staff_client.get(f"{INTERACTIONS}{theirs.pk}/").status_code == 200
 
 
-@pytest.mark.parametrize("interaction_id", ["not-a-uuid", "12345", "a.b", str(uuid.uuid4())])
+@pytest.mark.parametrize("interaction_id", ["not-a-uuid", "12345", "a.b", UNKNOWN_UUID])
 @pytest.mark.parametrize(
     ("method", "route"),
     [

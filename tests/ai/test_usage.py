@@ -21,7 +21,9 @@ OUTCOMES = itertools.cycle(
 )
 
 
-def record(owner, *, at, model="echo-1", saved_at=None, latency_ms=120.0, number=0):
+def record(
+    owner, *, at, model="echo-1", saved_at=None, latency_ms=120.0, number=0, deployment=None
+):
     """An interaction created at ``at`` and last saved at ``saved_at`` (default: ``at``)."""
     status, cached = next(OUTCOMES)
     row = AIInteraction.objects.create(
@@ -30,6 +32,7 @@ def record(owner, *, at, model="echo-1", saved_at=None, latency_ms=120.0, number
         mode="sync",
         provider="openai" if model != "echo-1" else "echo",
         model=model,
+        deployment=deployment if deployment is not None else f"primary/{model}",
         messages=[{"role": "user", "content": f"question {number}"}],
         prompt=f"question {number}",
         prompt_hash=f"{number:064d}",
@@ -63,7 +66,9 @@ def answered(client, group_by, **query):
     response = client.get(USAGE, {"group_by": group_by, **query})
     assert response.status_code == 200, response.json()
     results = response.json()["results"]
-    key = ("day",) if group_by == "day" else ("provider", "model")
+    key = {"day": ("day",), "deployment": ("model", "deployment")}.get(
+        group_by, ("provider", "model")
+    )
     return {tuple(row[name] for name in key): row for row in results}
 
 
@@ -198,3 +203,23 @@ def test_rolled_up_hours_keep_counting_deleted_interactions(api_client, user, hi
     old = AIInteraction.objects.filter(owner=user, model="echo-1").earliest("created_at")
     assert api_client.delete(f"/api/v1/ai/interactions/{old.pk}/").status_code == 204
     assert answered(api_client, "model")[("echo", "echo-1")]["requests"] == before
+
+
+def test_usage_per_deployment_sums_to_the_rows_across_rollups(api_client, user, history):
+    now = timezone.now()
+    for number, hours_ago in enumerate((0, 3, 26)):  # a fallback answered some calls
+        at = now - timedelta(hours=hours_ago, minutes=5)
+        record(user, at=at, model="gpt-test", deployment="backup/claude", number=200 + number)
+
+    for rolled_up in (False, True):
+        if rolled_up:
+            usage_rollup()
+        by_deployment = answered(api_client, "deployment")
+        want = expected(owned(user), lambda row: (row.model, row.deployment))
+        assert set(by_deployment) == set(want) >= {("gpt-test", "backup/claude")}
+        for key, group in want.items():
+            row = by_deployment[key]
+            assert (row["requests"], Decimal(row["cost_usd"])) == (
+                group["requests"],
+                group["cost"],
+            )

@@ -147,7 +147,7 @@ import logging, sentry_sdk
 from apps.ai_interactions.services import prompt_hash
 
 def call_provider(messages, api_key):
-    prompt_hash(provider="openai", model="gpt-4o", messages=messages, params={{}})
+    prompt_hash(model="gpt-4o", messages=messages, params={{}})
     raise RuntimeError("the provider is down")
 
 sentry_sdk.set_extra("body", {{"prompt": {PROMPT!r}}})

@@ -25,7 +25,12 @@ from apps.ai_interactions.selectors import interaction_list
 # looked: their hours are read live (and rolled up again on the next run).
 ROLLUP_RECHECK = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
-USAGE_GROUPS = {"day": ("day",), "model": ("provider", "model"), "hour": ("hour",)}
+USAGE_GROUPS = {
+    "day": ("day",),
+    "model": ("provider", "model"),
+    "deployment": ("model", "deployment"),  # per route and the deployment that answered
+    "hour": ("hour",),
+}
 USAGE_TOTALS = (
     "requests",
     "succeeded",

@@ -34,13 +34,13 @@ def _roll_up(low: datetime, high: datetime, stamp: datetime) -> int:
     groups = (
         AIInteraction.objects.filter(created_at__gte=low, created_at__lt=high)
         .annotate(hour=TruncHour("created_at", tzinfo=UTC))
-        .values("owner_id", "provider", "model", "hour")
+        .values("owner_id", "provider", "model", "deployment", "hour")
         .annotate(**usage_aggregates())
         .order_by()
     )
     select, params = groups.query.sql_with_params()
     quote = connection.ops.quote_name
-    keys = ["owner_id", "provider", "model", "hour"]
+    keys = ["owner_id", "provider", "model", "deployment", "hour"]
     values = [*usage_aggregates(), "computed_at"]
     columns = ", ".join(quote(name) for name in keys + values)
     updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in values)

@@ -1,0 +1,181 @@
+"""Cooling down: a circuit breaker per deployment, shared by every process through Redis.
+
+``ROUTING_COOLDOWN_FAILURES`` failures in a row, or one 429, cool a deployment for
+``ROUTING_COOLDOWN_SECONDS`` (or the provider's ``Retry-After``). When the period
+ends, one request probes it: a success closes the breaker, a failure cools it again.
+While Redis is away each process keeps its own state, with the same rules.
+
+Keys, per deployment id: ``routing:until:<id>`` (the epoch second the cooling ends,
+kept a while after it so the probe is one request), ``routing:fails:<id>`` (failures
+in a row) and ``routing:probe:<id>`` (held by the request that probes).
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from contextos.cache import redis_client
+
+logger = logging.getLogger(__name__)
+
+# How long the breaker's state outlives the cooling (a probe happens in that time).
+_STATE_SECONDS = 300
+
+_FAILED = """
+local fails = redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[2] == '1' or fails >= tonumber(ARGV[3]) then
+  local ends = tonumber(ARGV[4])
+  redis.call('SET', KEYS[1], ARGV[4], 'EX', math.ceil(ends - tonumber(ARGV[6])) + ARGV[5])
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class State:
+    """A deployment's breaker as read at the start of a call."""
+
+    until: float | None = None  # cooling (or, once past, waiting for a probe) until then
+    fails: int = 0
+
+    def cooling(self, now: float) -> bool:
+        return self.until is not None and now < self.until
+
+    def needs_probe(self, now: float) -> bool:
+        return self.until is not None and now >= self.until
+
+
+def _keys(deployment_id: str) -> tuple[str, str, str]:
+    return (
+        f"routing:until:{deployment_id}",
+        f"routing:fails:{deployment_id}",
+        f"routing:probe:{deployment_id}",
+    )
+
+
+class _Local:
+    """The same breaker in this process's memory (when Redis is away)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.until: dict[str, float] = {}
+        self.fails: dict[str, int] = {}
+        self.probing: dict[str, float] = {}
+
+
+_local = _Local()
+_script = None
+
+
+def states(deployment_ids: list[str]) -> dict[str, State]:
+    """The breaker of each deployment: one round trip to Redis."""
+    try:
+        client = redis_client()
+        if client is not None:
+            values = client.mget([key for i in deployment_ids for key in _keys(i)[:2]])
+            return {
+                deployment_id: State(
+                    until=float(values[2 * n]) if values[2 * n] is not None else None,
+                    fails=int(values[2 * n + 1] or 0),
+                )
+                for n, deployment_id in enumerate(deployment_ids)
+            }
+    except Exception as exc:
+        logger.warning("Cooling down per process: Redis unavailable (%s)", exc.__class__.__name__)
+    with _local.lock:
+        return {
+            i: State(until=_local.until.get(i), fails=_local.fails.get(i, 0))
+            for i in deployment_ids
+        }
+
+
+def claim_probe(deployment_id: str, seconds: float) -> bool:
+    """Whether this request is the one to probe a deployment whose cooling has ended."""
+    probe_key = _keys(deployment_id)[2]
+    try:
+        client = redis_client()
+        if client is not None:
+            return bool(client.set(probe_key, "1", nx=True, px=max(1, int(seconds * 1000))))
+    except Exception as exc:
+        logger.warning("Cooling down per process: Redis unavailable (%s)", exc.__class__.__name__)
+    now = time.time()
+    with _local.lock:
+        if _local.probing.get(deployment_id, 0) > now:
+            return False
+        _local.probing[deployment_id] = now + seconds
+        return True
+
+
+def failed(
+    deployment_id: str, *, failures: int, rate_limited: bool, retry_after: float | None
+) -> bool:
+    """Count ``failures`` of a deployment; True when that cooled it down."""
+    now = time.time()
+    period = (
+        retry_after
+        if rate_limited and retry_after is not None
+        else settings.ROUTING_COOLDOWN_SECONDS
+    )
+    until = now + period
+    threshold = settings.ROUTING_COOLDOWN_FAILURES
+    try:
+        client = redis_client()
+        if client is not None:
+            global _script
+            if _script is None:
+                _script = client.register_script(_FAILED)
+            cooled = _script(
+                keys=list(_keys(deployment_id)),
+                args=[
+                    failures,
+                    "1" if rate_limited else "0",
+                    threshold,
+                    repr(until),
+                    _STATE_SECONDS,
+                    repr(now),
+                ],
+                client=client,
+            )
+            return bool(cooled)
+    except Exception as exc:
+        logger.warning("Cooling down per process: Redis unavailable (%s)", exc.__class__.__name__)
+    with _local.lock:
+        fails = _local.fails.get(deployment_id, 0) + failures
+        if rate_limited or fails >= threshold:
+            _local.until[deployment_id] = until
+            _local.fails.pop(deployment_id, None)
+            _local.probing.pop(deployment_id, None)
+            return True
+        _local.fails[deployment_id] = fails
+        return False
+
+
+def succeeded(deployment_id: str, state: State) -> None:
+    """A deployment answered: its breaker closes (only a write when it was open or counting)."""
+    if state.until is None and not state.fails:
+        return
+    try:
+        client = redis_client()
+        if client is not None:
+            client.delete(*_keys(deployment_id))
+            return
+    except Exception as exc:
+        logger.warning("Cooling down per process: Redis unavailable (%s)", exc.__class__.__name__)
+    with _local.lock:
+        _local.until.pop(deployment_id, None)
+        _local.fails.pop(deployment_id, None)
+        _local.probing.pop(deployment_id, None)
+
+
+def reset() -> None:
+    """Forget this process's breakers (tests)."""
+    with _local.lock:
+        _local.until.clear()
+        _local.fails.clear()
+        _local.probing.clear()
