@@ -43,12 +43,22 @@ class State:
 
     until: float | None = None  # cooling (or, once past, waiting for a probe) until then
     fails: int = 0
+    requests: int = 0  # calls sent to it this minute (counted for its RPM cap)
+    tokens: int = 0  # their estimated tokens (for its TPM cap)
 
     def cooling(self, now: float) -> bool:
         return self.until is not None and now < self.until
 
     def needs_probe(self, now: float) -> bool:
         return self.until is not None and now >= self.until
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+def _usage_keys(deployment_id: str, minute: int) -> tuple[str, str]:
+    return f"routing:rpm:{deployment_id}:{minute}", f"routing:tpm:{deployment_id}:{minute}"
 
 
 def _keys(deployment_id: str) -> tuple[str, str, str]:
@@ -67,6 +77,7 @@ class _Local:
         self.until: dict[str, float] = {}
         self.fails: dict[str, int] = {}
         self.probing: dict[str, float] = {}
+        self.usage: dict[tuple[str, int], list[int]] = {}  # (id, minute) -> [requests, tokens]
 
 
 _local = _Local()
@@ -74,15 +85,19 @@ _script = None
 
 
 def states(deployment_ids: list[str]) -> dict[str, State]:
-    """The breaker of each deployment: one round trip to Redis."""
+    """The breaker and this minute's usage of each deployment: one round trip to Redis."""
+    minute = _minute()
     try:
         client = redis_client()
         if client is not None:
-            values = client.mget([key for i in deployment_ids for key in _keys(i)[:2]])
+            keys = [key for i in deployment_ids for key in (*_keys(i)[:2], *_usage_keys(i, minute))]
+            values = client.mget(keys)
             return {
                 deployment_id: State(
-                    until=float(values[2 * n]) if values[2 * n] is not None else None,
-                    fails=int(values[2 * n + 1] or 0),
+                    until=float(values[4 * n]) if values[4 * n] is not None else None,
+                    fails=int(values[4 * n + 1] or 0),
+                    requests=int(values[4 * n + 2] or 0),
+                    tokens=int(values[4 * n + 3] or 0),
                 )
                 for n, deployment_id in enumerate(deployment_ids)
             }
@@ -90,9 +105,40 @@ def states(deployment_ids: list[str]) -> dict[str, State]:
         logger.warning("Cooling down per process: Redis unavailable (%s)", exc.__class__.__name__)
     with _local.lock:
         return {
-            i: State(until=_local.until.get(i), fails=_local.fails.get(i, 0))
+            i: State(
+                until=_local.until.get(i),
+                fails=_local.fails.get(i, 0),
+                requests=_local.usage.get((i, minute), [0, 0])[0],
+                tokens=_local.usage.get((i, minute), [0, 0])[1],
+            )
             for i in deployment_ids
         }
+
+
+def count_call(deployment_id: str, tokens: int) -> None:
+    """Count a call (and its estimated tokens) against a capped deployment's minute."""
+    minute = _minute()
+    requests_key, tokens_key = _usage_keys(deployment_id, minute)
+    try:
+        client = redis_client()
+        if client is not None:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(requests_key)
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(requests_key, 120)
+            pipe.expire(tokens_key, 120)
+            pipe.execute()
+            return
+    except Exception as exc:
+        logger.warning(
+            "Deployment caps per process: Redis unavailable (%s)", exc.__class__.__name__
+        )
+    with _local.lock:
+        for key in [key for key in _local.usage if key[1] < minute]:
+            del _local.usage[key]
+        usage = _local.usage.setdefault((deployment_id, minute), [0, 0])
+        usage[0] += 1
+        usage[1] += tokens
 
 
 def claim_probe(deployment_id: str, seconds: float) -> bool:
@@ -179,3 +225,4 @@ def reset() -> None:
         _local.until.clear()
         _local.fails.clear()
         _local.probing.clear()
+        _local.usage.clear()

@@ -184,7 +184,7 @@ def routed_call(
     exceeded_window: int | None = None  # a provider said the prompt is too long for this
     for position, (deployment, fallback) in enumerate(plan):
         state = states[deployment.id]
-        if state.cooling(now):
+        if state.cooling(now) or _over_caps(deployment, state, tokens):
             continue
         window = deployment.context_window
         if exceeded_window is not None and window is not None and window <= exceeded_window:
@@ -194,6 +194,8 @@ def routed_call(
             deployment.id, timeout_of(deployment) * attempts_allowed
         ):
             continue
+        if deployment.rpm is not None or deployment.tpm is not None:
+            cooldown.count_call(deployment.id, tokens)
         provider = provider_for(deployment)
         others_left = position < len(plan) - 1
         try:
@@ -232,11 +234,18 @@ def routed_call(
             return Routed(result, deployment, fallback, records)
     if last_error is None:
         last_error = ProviderCallError(
-            f"Every deployment of {route.name!r} is cooling down.",
+            f"Every deployment of {route.name!r} is cooling down or at its rate cap.",
             error_type="no_deployment_available",
         )
     last_error.records = records
     raise last_error
+
+
+def _over_caps(deployment: DeploymentConfig, state: cooldown.State, tokens: int) -> bool:
+    """Whether a call of ``tokens`` would pass the deployment's RPM or TPM cap this minute."""
+    if deployment.rpm is not None and state.requests >= deployment.rpm:
+        return True
+    return deployment.tpm is not None and state.tokens + tokens > deployment.tpm
 
 
 def _records(attempts: list[Attempt], deployment: DeploymentConfig) -> list[dict[str, Any]]:

@@ -269,3 +269,61 @@ def test_a_provider_key_never_reaches_a_response_a_record_or_a_log(
     for row in AIInteraction.objects.all():
         assert key not in f"{row.error} {row.attempts} {row.response}"
     assert key not in str(Provider.objects.values().get(name="leaky"))  # encrypted at rest
+
+
+@pytest.mark.django_db
+def test_with_redis_down_each_process_cools_deployments_on_its_own(
+    api_client, fakes, quick, closed_port
+):
+    from django.test import override_settings
+
+    from tests.health.test_degraded import redis_cache_at
+
+    failing, healthy, _ = fakes
+    route = Route.objects.create(name="gpt-4o", strategy="weighted")
+    deploy(route, failing, "down")
+    deploy(route, healthy, "up")
+    failing.outage(60, status=503)
+
+    with override_settings(CACHES=redis_cache_at(closed_port)):
+        statuses = [ask(api_client, f"no redis {n}").status_code for n in range(12)]
+
+    assert statuses == [200] * 12
+    assert calls(failing) == 3  # cooled in this process's memory after three failures
+
+
+@pytest.mark.django_db
+def test_a_call_reads_no_routing_row_and_a_change_is_seen_at_once(api_client, fakes, quick):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    first, second, _ = fakes
+    route = Route.objects.create(name="gpt-4o", strategy="priority")
+    deployment = deploy(route, first, "first", priority=0)
+    deploy(route, second, "second", priority=1)
+    assert ask(api_client, "warm up").status_code == 200
+
+    with CaptureQueriesContext(connection) as queries:
+        assert ask(api_client, "from the table in memory").status_code == 200
+    routing_tables = ("routing_provider", "routing_route", "routing_deployment")
+    assert not [q["sql"] for q in queries if any(t in q["sql"] for t in routing_tables)]
+
+    deployment.enabled = False
+    deployment.save()  # as the admin or sync_models would
+    assert ask(api_client, "after the change").status_code == 200
+    assert (calls(first), calls(second)) == (2, 1)
+
+
+@pytest.mark.django_db
+def test_a_deployment_at_its_rpm_cap_passes_calls_to_the_next(api_client, fakes, quick):
+    capped, spare, _ = fakes
+    route = Route.objects.create(name="gpt-4o", strategy="priority")
+    deploy(route, capped, "capped", priority=0, rpm=3)
+    deploy(route, spare, "spare", priority=1)
+    if time.time() % 60 > 56:
+        time.sleep(5)  # the five calls fall in one minute of the cap
+
+    statuses = [ask(api_client, f"call {n}").status_code for n in range(5)]
+
+    assert statuses == [200] * 5
+    assert (calls(capped), calls(spare)) == (3, 2)
