@@ -185,7 +185,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 def _error_response(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, AppError):
-        return Response(error_body(exc.message, exc.code, exc.details), status=exc.status_code)
+        response = Response(error_body(exc.message, exc.code, exc.details), status=exc.status_code)
+        retry_after = exc.details.get("retry_after") if isinstance(exc.details, dict) else None
+        if isinstance(retry_after, int | float):
+            response["Retry-After"] = str(max(1, int(retry_after)))
+        return response
 
     outage = _outage(exc)
     if outage is not None:
@@ -228,6 +232,8 @@ def openai_error_body(
     the request field at fault (a provider's refusal passes its own on)."""
     if status_code in (401, 403):
         error_type = "authentication_error" if status_code == 401 else "permission_error"
+    elif code == "budget_exceeded":
+        error_type = "insufficient_quota"  # OpenAI's type for a spent quota
     elif status_code == 429:
         error_type = "rate_limit_error"
     else:

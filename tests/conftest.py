@@ -10,6 +10,16 @@ from tests.factories import StaffUserFactory, UserFactory
 pytest_plugins = ["tests.fakes.openai_server", "tests.fakes.anthropic_server"]
 
 
+# The longest tests (a minute or more each): with xdist they start first, so that none
+# starts near the end and keeps one worker busy after the others have finished.
+LONGEST_FIRST = ("tests/security/test_fuzz.py::", "tests/integration/test_make_run.py::")
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
+        items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+
+
 @pytest.fixture
 def user(db):
     return UserFactory()
@@ -113,15 +123,18 @@ def _clear_cache():
 def _fresh_routing():
     """Each test reads its own routing rows (a rolled-back test leaves the process's
     table and breakers behind)."""
+    from apps.governance.limits import limits_clear
     from apps.routing import cooldown, router
     from apps.routing.table import routing_table_clear
 
+    limits_clear()
     routing_table_clear()
     cooldown.reset()
     router.latencies.ms.clear()
     router.weighted.current.clear()
     yield
     routing_table_clear()
+    limits_clear()
 
 
 @pytest.fixture

@@ -2,11 +2,12 @@
 as clients see them, and their prices."""
 
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 
 from apps.ai_interactions.providers.base import ModelInfo
+from apps.governance.limits import model_allowed, scopes_for
 from apps.routing.table import (
     ECHO_EMBEDDING_MODEL,
     ECHO_MODEL,
@@ -21,6 +22,7 @@ __all__ = [
     "UnknownModel",
     "cost_usd",
     "model_list",
+    "model_list_for",
     "route_get",
 ]
 
@@ -43,6 +45,13 @@ def model_list() -> list[ModelInfo]:
             )
         )
     return models
+
+
+def model_list_for(*, api_key: Any, user: Any) -> list[ModelInfo]:
+    """The models a key (or a user without one) may call: the one scope check that
+    also guards every call (:func:`apps.governance.limits.check_model`)."""
+    scopes = scopes_for(api_key=api_key, user=user)
+    return [model for model in model_list() if model_allowed(scopes, model.model)]
 
 
 class UnknownModel(ValidationFailed):

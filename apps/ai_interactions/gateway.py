@@ -75,6 +75,14 @@ def gateway_stream(request: Request, call: GatewayCall) -> tuple[AIInteraction, 
         return interaction_stream(**call.service_arguments(request))
 
 
+def with_rate_limits(response: Any, interaction: AIInteraction) -> Any:
+    """``response`` with OpenAI's ``x-ratelimit-*`` headers of the limits the call counted
+    against (none when no RPM or TPM limit applies)."""
+    for name, value in (interaction.rate_limit_headers or {}).items():
+        response[name] = value
+    return response
+
+
 def event_stream(events: Iterator[bytes]) -> StreamingHttpResponse:
     """A ``text/event-stream`` answer, sent as written (no proxy buffering)."""
     response = StreamingHttpResponse(events, content_type="text/event-stream")

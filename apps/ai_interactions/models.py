@@ -60,6 +60,21 @@ class AIInteraction(BaseModel):
     # Which deployment (``provider/model``) answered, and whether a fallback route did.
     deployment = models.CharField(max_length=300, blank=True, default="", db_default="")
     fallback = models.BooleanField(default=False, db_default=False)
+    # The key's team when it was called, and the tags the caller gave (attribution).
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    tags = models.JSONField(default=list, blank=True, db_default=[])
+    # While running: the worst-case cost reserved against budgets (a spend rebuilt from
+    # PostgreSQL counts it); 0 once the call has ended.
+    reserved_usd = models.DecimalField(
+        max_digits=14, decimal_places=8, default=Decimal(0), db_default=Decimal(0)
+    )
     messages = models.JSONField()
     params = models.JSONField(default=dict, blank=True)
     prompt = models.TextField(help_text="Every message's content, for search and display.")
@@ -87,6 +102,8 @@ class AIInteraction(BaseModel):
     # The whole completion (every choice, usage details) of the call that just answered,
     # in OpenAI's shape; not stored: what the gateway sends back.
     completion: dict | None = None
+    # OpenAI's ``x-ratelimit-*`` headers of the limits the call counted against; not stored.
+    rate_limit_headers: dict[str, str] | None = None
 
     class Meta:
         verbose_name = "AI interaction"
@@ -113,19 +130,22 @@ LATENCY_BUCKETS = (
 )
 
 
-class HourlyUsage(models.Model):
-    """One owner's interactions with one model in one closed hour, summed.
+class UsageSums(models.Model):
+    """What a group of interactions in one closed hour sums to (the rollups' columns).
 
-    Written only by the usage rollup; usage reads these for closed hours and
-    the interactions themselves for the rest. The latency histogram (one
-    count per ``LATENCY_BUCKETS`` field) lets a p95 be estimated from rollups.
-    Counts are 32-bit (summed faster than 64-bit); token sums are 64-bit.
+    The latency histogram (one count per ``LATENCY_BUCKETS`` field) lets a p95
+    be estimated from rollups. Counts are 32-bit (summed faster than 64-bit);
+    token sums are 64-bit.
     """
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     provider = models.CharField(max_length=64)
     model = models.CharField(max_length=200)
     deployment = models.CharField(max_length=300, default="", db_default="")
+    # The interactions' key and team ids, kept (not cascaded) when the key or team is deleted:
+    # rolled-up hours keep counting them, as they keep counting deleted interactions.
+    api_key_id = models.UUIDField(null=True, blank=True)
+    team_id = models.UUIDField(null=True, blank=True)
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     requests = models.PositiveIntegerField(default=0)
     succeeded = models.PositiveIntegerField(default=0)
@@ -155,10 +175,31 @@ class HourlyUsage(models.Model):
     computed_at = models.DateTimeField()
 
     class Meta:
+        abstract = True
+
+
+class HourlyUsage(UsageSums):
+    """One owner's interactions with one model, through one key, in one closed hour, summed.
+
+    Written only by the usage rollup; usage reads these for closed hours and
+    the interactions themselves for the rest. A key or team that is NULL never
+    conflicts in the unique constraint: the rollup writes such a group afresh
+    and drops its previous row with every row of the hour it did not write.
+    """
+
+    class Meta:
         verbose_name_plural = "hourly usage"
         constraints = [
             models.UniqueConstraint(
-                fields=["owner", "provider", "model", "deployment", "hour"],
+                fields=[
+                    "owner",
+                    "provider",
+                    "model",
+                    "deployment",
+                    "api_key_id",
+                    "team_id",
+                    "hour",
+                ],
                 name="hourly_usage_unique",
             )
         ]
@@ -166,6 +207,38 @@ class HourlyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} {self.hour:%Y-%m-%d %H:00} ({self.requests})"
+
+
+class HourlyTagUsage(UsageSums):
+    """``HourlyUsage`` per tag: an interaction with several tags counts once under each.
+
+    Usage grouped by tag, or filtered by one, reads these for closed hours.
+    """
+
+    # Text, as tags have no length limit: a longer one must not fail the rollup.
+    tag = models.TextField()
+
+    class Meta:
+        verbose_name_plural = "hourly tag usage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "owner",
+                    "provider",
+                    "model",
+                    "deployment",
+                    "api_key_id",
+                    "team_id",
+                    "tag",
+                    "hour",
+                ],
+                name="hourly_tag_usage_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["hour"], name="hourly_tag_usage_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.tag} {self.model} {self.hour:%Y-%m-%d %H:00} ({self.requests})"
 
 
 class UsageRollupState(models.Model):

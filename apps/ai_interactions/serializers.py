@@ -265,8 +265,17 @@ class DateOrDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+USAGE_GROUPS = ["day", "model", "deployment", "key", "user", "team", "tag"]
+
+
 class UsageQuerySerializer(serializers.Serializer):
-    group_by = serializers.ChoiceField(choices=["day", "model", "deployment"], default="day")
+    group_by = serializers.ChoiceField(choices=USAGE_GROUPS, default="day")
+    key = serializers.UUIDField(required=False, help_text="Only this API key's calls (its id).")
+    team = serializers.UUIDField(required=False, help_text="Only this team's calls (its id).")
+    tag = serializers.CharField(required=False, help_text="Only calls with this tag.")
+    model = serializers.CharField(
+        required=False, max_length=200, help_text="Only calls to this route (model name)."
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # "from" and "to" are Python keywords, so they cannot be declared as attributes.
@@ -278,11 +287,31 @@ class UsageQuerySerializer(serializers.Serializer):
 
 
 class UsageRowSerializer(serializers.Serializer):
+    """One group's totals, named by the fields of its grouping only."""
+
     day = serializers.DateField(required=False)
     provider = serializers.CharField(required=False)
     model = serializers.CharField(required=False)
     deployment = serializers.CharField(
         required=False, help_text="provider/model of the deployment that answered ('' if none)."
+    )
+    key_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="The API key (null: calls without one)."
+    )
+    key_name = serializers.CharField(
+        required=False, allow_null=True, help_text="Null when there is no key or it was deleted."
+    )
+    user = serializers.CharField(
+        required=False, allow_null=True, help_text="The owner's username (null if deleted)."
+    )
+    team_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="The key's team (null: calls without one)."
+    )
+    team_name = serializers.CharField(
+        required=False, allow_null=True, help_text="Null when there is no team or it was deleted."
+    )
+    tag = serializers.CharField(
+        required=False, help_text="A call with several tags counts once under each."
     )
     requests = serializers.IntegerField()
     succeeded = serializers.IntegerField()
@@ -301,9 +330,14 @@ class UsageRowSerializer(serializers.Serializer):
         ),
     )
 
+    def to_representation(self, instance: Mapping[str, Any]) -> dict[str, Any]:
+        # A field the row lacks belongs to another grouping: left out, not null.
+        row = super().to_representation(instance)
+        return {name: value for name, value in row.items() if name in instance}
+
 
 class UsageSerializer(serializers.Serializer):
-    group_by = serializers.ChoiceField(choices=["day", "model", "deployment"])
+    group_by = serializers.ChoiceField(choices=USAGE_GROUPS)
     results = UsageRowSerializer(many=True)
 
     def get_fields(self) -> dict[str, serializers.Field]:

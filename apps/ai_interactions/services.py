@@ -11,6 +11,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from datetime import datetime
+from decimal import Decimal
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -44,12 +45,15 @@ from apps.ai_interactions.providers.base import (
     StreamChunk,
     content_text,
 )
+from apps.governance.admission import Admission, admit
+from apps.governance.limits import check_model, scopes_for
 from apps.routing.router import (
     Routed,
     check_fits,
     estimated_tokens,
     routed_call,
     timeout_of,
+    worst_prices,
 )
 from apps.routing.table import DeploymentConfig, RouteConfig
 from apps.tasks.services import task_submit
@@ -140,9 +144,20 @@ def interaction_build(
         prompt=prompt,
         prompt_hash=prompt_hash(model=route.name, messages=messages, params=params),
         metadata=metadata,
+        team_id=getattr(api_key, "team_id", None),
+        tags=tags_of(metadata),
     )
+    check_model(scopes_for(api_key=api_key, user=owner), route.name)  # 403 before anything
     check_fits(route, _tokens(interaction))  # too large for every deployment: a 400 now
     return interaction
+
+
+def tags_of(metadata: dict[str, Any]) -> list[str]:
+    """The call's tags for attribution: ``metadata.tags``, strings only, each once."""
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    if not isinstance(tags, list):
+        return []
+    return list(dict.fromkeys(tag for tag in tags if isinstance(tag, str) and tag))
 
 
 # --- Recording -----------------------------------------------------------------------
@@ -283,9 +298,69 @@ def _record_route(interaction: AIInteraction, routed: Routed) -> None:
     interaction.fallback = routed.fallback
 
 
+def _admitted(interaction: AIInteraction, route: RouteConfig) -> Admission:
+    """The call let through the limits of its key, user and team (or refused, 429/503).
+
+    An async or batch call refused when its turn comes is recorded as failed."""
+    tokens = _tokens(interaction)  # the prompt's estimate and max_tokens: for TPM
+    prompt_tokens = estimated_tokens(
+        prompt_chars=len(interaction.prompt),
+        messages=max(1, len(interaction.messages)),
+        params={},
+    )
+    limit = interaction.params.get("max_completion_tokens") or interaction.params.get("max_tokens")
+    answer_tokens = limit if isinstance(limit, int) and limit > 0 else None
+    answer_tokens = answer_tokens or settings.GOVERNANCE_DEFAULT_MAX_TOKENS
+    input_price, output_price = worst_prices(route)
+    per_million = prompt_tokens * input_price + answer_tokens * output_price
+    worst = per_million / Decimal(1_000_000)
+    scopes = scopes_for(api_key=interaction.api_key, user=interaction.owner)
+    try:
+        return admit(scopes, tokens=tokens, worst_cost=worst)
+    except AppError as refusal:
+        if interaction.mode in (InteractionMode.ASYNC, InteractionMode.BATCH):
+            interaction.status = InteractionStatus.FAILED
+            interaction.error = {"message": refusal.message, "type": refusal.code}
+            interaction.completed_at = timezone.now()
+            _save(interaction)
+        raise
+
+
 def _answered(
     interaction: AIInteraction,
     *,
+    use_cache: bool,
+    streamed: bool = False,
+    final: bool = True,
+    announce: bool = False,
+) -> Chunks:
+    """Every AI call: admitted by governance (:func:`_admitted`), answered
+    (:func:`_answered_admitted`), then settled to its real tokens and cost."""
+    route = route_get(interaction.model)
+    admission = _admitted(interaction, route)
+    interaction.rate_limit_headers = admission.headers
+    interaction.reserved_usd = admission.reserved
+    try:
+        yield from _answered_admitted(
+            interaction,
+            route=route,
+            use_cache=use_cache,
+            streamed=streamed,
+            final=final,
+            # A budgeted call's row holds its reservation while it runs.
+            announce=announce or admission.reserved > 0,
+        )
+    finally:
+        admission.settle(
+            tokens=(interaction.input_tokens or 0) + (interaction.output_tokens or 0),
+            cost=Decimal(interaction.cost_usd or 0),
+        )
+
+
+def _answered_admitted(
+    interaction: AIInteraction,
+    *,
+    route: RouteConfig,
     use_cache: bool,
     streamed: bool = False,
     final: bool = True,
@@ -302,7 +377,6 @@ def _answered(
     :class:`ProviderCallError`; a caller that stops listening (a client gone
     midway) leaves the row failed as ``client_disconnected`` and the lock released.
     """
-    route = route_get(interaction.model)
     started = time.perf_counter()
     interaction.status = InteractionStatus.RUNNING
     interaction.started_at = interaction.started_at or timezone.now()
@@ -366,6 +440,8 @@ def _answered(
 
 
 def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
+    if interaction.status != InteractionStatus.RUNNING:
+        interaction.reserved_usd = Decimal(0)
     interaction.save()
     if counted:
         metrics.interaction_finished(interaction)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import request_api_key
-from apps.ai_interactions.catalog import model_list
+from apps.ai_interactions.catalog import model_list_for
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.selectors import interaction_get, interaction_list
 from apps.ai_interactions.serializers import (
@@ -44,20 +44,22 @@ class ModelListView(APIView):
         tags=["ai"],
     )
     def get(self, request: Request) -> Response:
-        return Response(ModelSerializer(model_list(), many=True).data)
+        models = model_list_for(api_key=request_api_key(request), user=request.user)
+        return Response(ModelSerializer(models, many=True).data)
 
 
 class UsageView(APIView):
     @extend_schema(
-        summary="Usage per day or per model",
+        summary="Usage per day, model, deployment, key, user, team or tag",
         description=(
             "Totals are exact up to the moment of the request: closed hours come from "
             "hourly rollups, the current hour (and any hour not rolled up yet, or changed "
             "since) from the interactions themselves. The mean latency is exact; the p95 "
-            "is estimated from a latency histogram."
+            "is estimated from a latency histogram. A call with several tags counts once "
+            "under each. Owners see their own calls' usage, staff everyone's."
         ),
         parameters=[
-            OpenApiParameter("group_by", str, enum=["day", "model"]),
+            UsageQuerySerializer,
             OpenApiParameter("from", str, description="Date or date-time (default: 30 days ago)."),
             OpenApiParameter("to", str, description="Date or date-time, exclusive (default: now)."),
         ],
@@ -72,7 +74,16 @@ class UsageView(APIView):
         default_start = max(end, EARLIEST + DEFAULT_SPAN) - DEFAULT_SPAN
         start = query.validated_data.get("from") or default_start
         group_by = query.validated_data["group_by"]
-        rows = interaction_usage(user=request.user, group_by=group_by, start=start, end=end)
+        rows = interaction_usage(
+            user=request.user,
+            group_by=group_by,
+            start=start,
+            end=end,
+            api_key_id=query.validated_data.get("key"),
+            team_id=query.validated_data.get("team"),
+            tag=query.validated_data.get("tag"),
+            model=query.validated_data.get("model"),
+        )
         data = {"group_by": group_by, "from": start, "to": end, "results": rows}
         return Response(UsageSerializer(data).data)
 

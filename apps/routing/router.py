@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -182,18 +183,37 @@ def routed_call(
     records: list[dict[str, Any]] = []
     last_error: ProviderCallError | None = None
     exceeded_window: int | None = None  # a provider said the prompt is too long for this
-    for position, (deployment, fallback) in enumerate(plan):
+
+    def candidates() -> Iterator[tuple[int, DeploymentConfig, bool]]:
+        tried = False
+        for position, (deployment, fallback) in enumerate(plan):
+            state = states[deployment.id]
+            if state.cooling(now) or _over_caps(deployment, state, tokens):
+                continue
+            window = deployment.context_window
+            if exceeded_window is not None and window is not None and window <= exceeded_window:
+                continue  # a provider said the prompt does not fit a window this large
+            if state.needs_probe(now) and not cooldown.claim_probe(
+                deployment.id, timeout_of(deployment) * _attempts(deployment)
+            ):
+                continue
+            tried = True
+            yield position, deployment, fallback
+        resting = [
+            (states[d.id].until or 0.0, position, d, fallback)
+            for position, (d, fallback) in enumerate(plan)
+            if not _over_caps(d, states[d.id], tokens)
+        ]
+        if not tried and resting:
+            # Every deployment is cooling down: rather than fail with no call at all, the
+            # one whose cooling ends first is asked (a route of one deployment still
+            # answers as soon as its provider does).
+            _, position, deployment, fallback = min(resting, key=lambda r: (r[0], r[1]))
+            yield position, deployment, fallback
+
+    for position, deployment, fallback in candidates():
         state = states[deployment.id]
-        if state.cooling(now) or _over_caps(deployment, state, tokens):
-            continue
-        window = deployment.context_window
-        if exceeded_window is not None and window is not None and window <= exceeded_window:
-            continue  # a provider said the prompt does not fit a window this large
-        attempts_allowed = deployment.provider.max_attempts or settings.AI_PROVIDER_MAX_ATTEMPTS
-        if state.needs_probe(now) and not cooldown.claim_probe(
-            deployment.id, timeout_of(deployment) * attempts_allowed
-        ):
-            continue
+        attempts_allowed = _attempts(deployment)
         if deployment.rpm is not None or deployment.tpm is not None:
             cooldown.count_call(deployment.id, tokens)
         provider = provider_for(deployment)
@@ -241,6 +261,10 @@ def routed_call(
     raise last_error
 
 
+def _attempts(deployment: DeploymentConfig) -> int:
+    return deployment.provider.max_attempts or settings.AI_PROVIDER_MAX_ATTEMPTS
+
+
 def _over_caps(deployment: DeploymentConfig, state: cooldown.State, tokens: int) -> bool:
     """Whether a call of ``tokens`` would pass the deployment's RPM or TPM cap this minute."""
     if deployment.rpm is not None and state.requests >= deployment.rpm:
@@ -271,3 +295,17 @@ def check_fits(route: RouteConfig, tokens: int) -> None:
             f"for every deployment of {route.name!r}.",
             details={"messages": ["Shorten the prompt or lower max_tokens."]},
         )
+
+
+def worst_prices(route: RouteConfig) -> tuple[Decimal, Decimal]:
+    """The highest input and output prices (USD per million tokens) of any deployment
+    that may answer the route (its own, then its fallbacks'): a call's worst case."""
+    deployments = [
+        deployment
+        for candidate, _ in _routes(routing_table(), route)
+        for deployment in candidate.deployments
+    ]
+    return (
+        max((Decimal(d.input_price_per_mtok) for d in deployments), default=Decimal(0)),
+        max((Decimal(d.output_price_per_mtok) for d in deployments), default=Decimal(0)),
+    )

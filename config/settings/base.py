@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "apps.tasks",
     "apps.ai_interactions",
     "apps.routing",
+    "apps.governance",
     "apps.operations",
 ]
 
@@ -399,6 +400,18 @@ ROUTING_COOLDOWN_FAILURES = env.int("ROUTING_COOLDOWN_FAILURES", default=3)
 ROUTING_COOLDOWN_SECONDS = env.float("ROUTING_COOLDOWN_SECONDS", default=30.0)
 # Each process re-reads the routing table's version in Redis at most this often.
 ROUTING_TABLE_CHECK_SECONDS = env.float("ROUTING_TABLE_CHECK_SECONDS", default=1.0)
+# Governance: each process re-reads changed limits at most this often; with Redis
+# down, calls needing a budget or TPM check are refused (closed) or let through (open).
+GOVERNANCE_CHECK_SECONDS = env.float("GOVERNANCE_CHECK_SECONDS", default=1.0)
+GOVERNANCE_FAIL_MODE = env.str("GOVERNANCE_FAIL_MODE", default="closed")
+if GOVERNANCE_FAIL_MODE not in {"closed", "open"}:
+    raise ImproperlyConfigured(
+        f"GOVERNANCE_FAIL_MODE={GOVERNANCE_FAIL_MODE!r}: use closed or open."
+    )
+# A call that sets no max_tokens is reserved against budgets as if it asked for this many.
+GOVERNANCE_DEFAULT_MAX_TOKENS = env.int("GOVERNANCE_DEFAULT_MAX_TOKENS", default=4096)
+# A reservation (and a parallel place) whose process died expires after this long.
+GOVERNANCE_RESERVATION_SECONDS = env.int("GOVERNANCE_RESERVATION_SECONDS", default=600)
 AI_PROVIDER_TIMEOUT = env.float("AI_PROVIDER_TIMEOUT", default=60.0)
 AI_PROVIDER_MAX_ATTEMPTS = env.int("AI_PROVIDER_MAX_ATTEMPTS", default=3)
 AI_RETRY_BASE_DELAY = env.float("AI_RETRY_BASE_DELAY", default=0.5)

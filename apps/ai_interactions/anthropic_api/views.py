@@ -30,6 +30,7 @@ from apps.ai_interactions.gateway import (
     event_stream,
     gateway_answer,
     gateway_stream,
+    with_rate_limits,
 )
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.providers.base import (
@@ -520,6 +521,9 @@ class MessagesView(APIView):
     def post(self, request: Request) -> Response | StreamingHttpResponse:
         asked = _parse(request.data, request.headers.get("Cache-Control", ""))
         if not asked.stream:
-            return Response(_message(gateway_answer(request, asked), asked.model))
+            interaction = gateway_answer(request, asked)
+            return with_rate_limits(Response(_message(interaction, asked.model)), interaction)
         interaction, chunks = gateway_stream(request, asked)
-        return event_stream(_events(interaction, chunks, asked.model))
+        return with_rate_limits(
+            event_stream(_events(interaction, chunks, asked.model)), interaction
+        )

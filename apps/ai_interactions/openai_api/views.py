@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import request_api_key
-from apps.ai_interactions.catalog import model_list
+from apps.ai_interactions.catalog import model_list_for
 from apps.ai_interactions.gateway import (
     GatewayCall,
     checked_body,
@@ -27,6 +27,7 @@ from apps.ai_interactions.gateway import (
     gateway_answer,
     gateway_stream,
     known_model,
+    with_rate_limits,
 )
 from apps.ai_interactions.models import AIInteraction
 from apps.ai_interactions.openai_api.serializers import (
@@ -239,9 +240,12 @@ class ChatCompletionsView(APIView):
         chat = _parse(request.data, request.headers.get("Cache-Control", ""))
         if not chat.call.stream:
             interaction = gateway_answer(request, chat.call)
-            return Response({**interaction.completion, **_head(interaction, "chat.completion")})
+            answer = {**interaction.completion, **_head(interaction, "chat.completion")}
+            return with_rate_limits(Response(answer), interaction)
         interaction, chunks = gateway_stream(request, chat.call)
-        return event_stream(_events(interaction, chunks, chat.include_usage))
+        return with_rate_limits(
+            event_stream(_events(interaction, chunks, chat.include_usage)), interaction
+        )
 
 
 EMBEDDING_OWN_FIELDS = frozenset({"model", "cache", "metadata"})
@@ -296,7 +300,9 @@ class EmbeddingsView(APIView):
                 use_cache=_cache_wanted(body, request.headers.get("Cache-Control", "")),
                 metadata=_metadata(body),
             )
-        return Response({**interaction.completion, "model": interaction.model})
+        return with_rate_limits(
+            Response({**interaction.completion, "model": interaction.model}), interaction
+        )
 
 
 class ModelsView(APIView):
@@ -311,7 +317,7 @@ class ModelsView(APIView):
                 "object": "list",
                 "data": [
                     {"id": model.model, "object": "model", "created": 0, "owned_by": model.provider}
-                    for model in model_list()
+                    for model in model_list_for(api_key=request_api_key(request), user=request.user)
                 ],
             }
         )

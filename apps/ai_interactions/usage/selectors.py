@@ -1,20 +1,29 @@
 """Reads of AI usage: requests, outcomes, tokens, cost and latency, exact to the moment.
 
-Closed hours come from the ``HourlyUsage`` rollups; the rest from the interactions.
+Closed hours come from the ``HourlyUsage`` (per tag: ``HourlyTagUsage``) rollups;
+the rest from the interactions.
 """
 
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Aggregate, Count, Max, Min, Q, Sum
+from django.db import connection
+from django.db.models import Aggregate, Count, Func, Max, Min, Q, QuerySet, Sum, TextField
 from django.db.models.functions import TruncDate, TruncHour
 
+from apps.accounts.models import Team
+from apps.accounts.selectors import api_key_list
 from apps.ai_interactions.models import (
     LATENCY_BUCKET_BOUNDS_MS,
     LATENCY_BUCKETS,
     AIInteraction,
+    HourlyTagUsage,
     HourlyUsage,
     InteractionStatus,
     UsageRollupState,
@@ -29,8 +38,14 @@ USAGE_GROUPS = {
     "day": ("day",),
     "model": ("provider", "model"),
     "deployment": ("model", "deployment"),  # per route and the deployment that answered
+    "key": ("api_key_id",),
+    "user": ("owner_id",),
+    "team": ("team_id",),
+    "tag": ("tag",),
     "hour": ("hour",),
 }
+# The dimensions every rollup row has (``HourlyTagUsage`` adds its tag).
+ROLLUP_KEYS = ("owner_id", "provider", "model", "deployment", "api_key_id", "team_id", "hour")
 USAGE_TOTALS = (
     "requests",
     "succeeded",
@@ -41,6 +56,24 @@ USAGE_TOTALS = (
     "cost_usd",
 )
 _SUMMED = (*USAGE_TOTALS, "latency_count", "latency_sum_ms", *LATENCY_BUCKETS)
+# What ``usage_summed`` reads of each interaction.
+SUMMED_FIELDS = ("status", "cached", "input_tokens", "output_tokens", "cost_usd", "latency_ms")
+
+
+class InteractionTag(Func):
+    """Each tag of an interaction, one row per tag (PostgreSQL; none for an empty list)."""
+
+    function = "jsonb_array_elements_text"
+    # Anything but a list (not written by the services, but possible by SQL) has no tags.
+    template = (
+        "%(function)s(CASE WHEN jsonb_typeof(%(expressions)s) = 'array' "
+        "THEN %(expressions)s ELSE '[]'::jsonb END)"
+    )
+    output_field = TextField()
+    set_returning = True
+
+    def __init__(self) -> None:
+        super().__init__("tags")
 
 
 def usage_aggregates() -> dict[str, Aggregate]:
@@ -66,6 +99,52 @@ def usage_aggregates() -> dict[str, Aggregate]:
         aggregates[name] = Count("id", filter=in_bucket)
         lower = upper
     return aggregates
+
+
+def usage_summed(rows: Iterable[dict[str, Any]], keys: Iterable[str]) -> list[dict[str, Any]]:
+    """``usage_aggregates`` summed in Python, per group of ``keys``, over rows' ``SUMMED_FIELDS``.
+
+    For SQLite, which cannot expand a JSON list within a grouped query.
+    """
+    keys = tuple(keys)
+    groups: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[name] for name in keys)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                **dict(zip(keys, key, strict=True)),
+                **dict.fromkeys(_SUMMED, 0),
+                "cost_usd": Decimal(0),
+                "latency_sum_ms": 0.0,
+                "latency_min_ms": None,
+                "latency_max_ms": None,
+            }
+        group["requests"] += 1
+        group["succeeded"] += row["status"] == InteractionStatus.SUCCEEDED
+        group["failed"] += row["status"] == InteractionStatus.FAILED
+        group["cached"] += bool(row["cached"])
+        group["input_tokens"] += row["input_tokens"]
+        group["output_tokens"] += row["output_tokens"]
+        group["cost_usd"] += row["cost_usd"]
+        latency = row["latency_ms"]
+        if latency is not None:
+            group["latency_count"] += 1
+            group["latency_sum_ms"] += latency
+            group[LATENCY_BUCKETS[bisect_right(LATENCY_BUCKET_BOUNDS_MS, latency)]] += 1
+            low, high = group["latency_min_ms"], group["latency_max_ms"]
+            group["latency_min_ms"] = latency if low is None else min(low, latency)
+            group["latency_max_ms"] = latency if high is None else max(high, latency)
+    return list(groups.values())
+
+
+def each_tag(rows: Iterable[dict[str, Any]], *, tag: str | None = None) -> Iterator[dict[str, Any]]:
+    """Each row once per tag it has (only ``tag``, when given), the tag as ``row["tag"]``."""
+    for row in rows:
+        tags = row["tags"] if isinstance(row["tags"], list) else []
+        for each in tags:
+            if tag is None or each == tag:
+                yield {**row, "tag": each}
 
 
 def _rollup_aggregates() -> dict[str, Aggregate]:
@@ -131,47 +210,117 @@ def _merge(groups: dict[tuple, dict[str, Any]], keys: tuple[str, ...], rows: Any
             group[name] = pick(values) if values else None
 
 
-def interaction_usage(
-    *, user: AbstractBaseUser, group_by: str, start: datetime, end: datetime
-) -> list[dict[str, Any]]:
-    """Requests, outcomes, tokens, cost and latency per day, model or hour, in [start, end).
+def _live_usage(
+    live: QuerySet[AIInteraction], *, group_by: str, tag: str | None
+) -> Iterable[dict[str, Any]]:
+    """``live``'s usage per group: in SQL, or per tag in Python on SQLite."""
+    keys = USAGE_GROUPS[group_by]
+    if group_by == "day":
+        live = live.annotate(day=TruncDate("created_at"))
+    elif group_by == "hour":
+        live = live.annotate(hour=TruncHour("created_at", tzinfo=UTC))
+    if group_by != "tag" and tag is None:
+        return live.values(*keys).annotate(**usage_aggregates()).order_by()
+    if connection.vendor == "postgresql":
+        if tag is not None:
+            live = live.filter(tags__contains=[tag])
+        if group_by == "tag":
+            live = live.annotate(tag=InteractionTag())
+        return live.values(*keys).annotate(**usage_aggregates()).order_by()
+    untagged = [name for name in keys if name != "tag"]
+    rows = live.values(*untagged, "tags", *SUMMED_FIELDS).order_by()
+    return usage_summed(each_tag(rows.iterator(), tag=tag), keys)
 
-    Whole hours the rollup has closed come from ``HourlyUsage``; the rest (the
-    edges of the range, the current hour, hours not rolled up yet or changed
-    since) from the interactions themselves, so totals are exact. The mean
-    latency is exact; the p95 is estimated from the latency histogram.
+
+def _group_names(group_by: str, ids: set[Any]) -> dict[Any, str]:
+    """The names of the keys, teams or users the groups are (one query)."""
+    ids.discard(None)
+    if group_by not in ("key", "team", "user") or not ids:
+        return {}
+    if group_by == "key":
+        return dict(api_key_list().filter(pk__in=ids).values_list("pk", "name"))
+    if group_by == "team":
+        return dict(Team.objects.filter(pk__in=ids).values_list("pk", "name"))
+    users = get_user_model()._default_manager.filter(pk__in=ids)
+    return dict(users.values_list("pk", "username"))
+
+
+def _named(group_by: str, key: tuple, names: dict[Any, str]) -> dict[str, Any]:
+    if group_by == "key":
+        return {"key_id": key[0], "key_name": names.get(key[0])}
+    if group_by == "team":
+        return {"team_id": key[0], "team_name": names.get(key[0])}
+    if group_by == "user":
+        return {"user": names.get(key[0])}
+    return dict(zip(USAGE_GROUPS[group_by], key, strict=True))
+
+
+def interaction_usage(
+    *,
+    user: AbstractBaseUser,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    api_key_id: UUID | None = None,
+    team_id: UUID | None = None,
+    tag: str | None = None,
+    model: str | None = None,
+) -> list[dict[str, Any]]:
+    """Requests, outcomes, tokens, cost and latency per group, in [start, end).
+
+    Groups: day, model, deployment, key, user, team, tag or hour; optionally
+    only one key's, team's, tag's or model's (route's) interactions. An
+    interaction with several tags counts once under each.
+
+    Whole hours the rollup has closed come from ``HourlyUsage`` (per tag:
+    ``HourlyTagUsage``); the rest (the edges of the range, the current hour,
+    hours not rolled up yet or changed since) from the interactions themselves,
+    so totals are exact. The mean latency is exact; the p95 is estimated from
+    the latency histogram.
     """
     keys = USAGE_GROUPS[group_by]
+    attribution = {
+        name: value
+        for name, value in {"api_key_id": api_key_id, "team_id": team_id}.items()
+        if value is not None
+    }
     first, last, excluded = _rolled_up_hours(start, end)
-    live = interaction_list(user=user, created_after=start, created_before=end)
+    live = interaction_list(user=user, model=model, created_after=start, created_before=end)
+    live = live.filter(**attribution)
     groups: dict[tuple, dict[str, Any]] = {}
     if first < last:
         outside = Q(created_at__lt=first) | Q(created_at__gte=last)
         for hour in excluded:
             outside |= Q(created_at__gte=hour, created_at__lt=hour + HOUR)
         live = live.filter(outside)
-        rollups = HourlyUsage.objects.filter(hour__gte=first, hour__lt=last).exclude(
-            hour__in=excluded
+        per_tag = group_by == "tag" or tag is not None
+        rollups = (HourlyTagUsage if per_tag else HourlyUsage).objects.filter(
+            hour__gte=first, hour__lt=last, **attribution
         )
+        rollups = rollups.exclude(hour__in=excluded)
+        if model is not None:
+            rollups = rollups.filter(model=model)
+        if tag is not None:
+            rollups = rollups.filter(tag=tag)
         if not user.is_staff:
             rollups = rollups.filter(owner=user)
         if group_by == "day":
             rollups = rollups.annotate(day=TruncDate("hour"))
         _merge(groups, keys, rollups.values(*keys).annotate(**_rollup_aggregates()).order_by())
-    if group_by == "day":
-        live = live.annotate(day=TruncDate("created_at"))
-    elif group_by == "hour":
-        live = live.annotate(hour=TruncHour("created_at", tzinfo=UTC))
-    _merge(groups, keys, live.values(*keys).annotate(**usage_aggregates()).order_by())
+    _merge(groups, keys, _live_usage(live, group_by=group_by, tag=tag))
+    if group_by == "tag" and tag is not None:
+        # PostgreSQL sums the other tags of the rows holding ``tag`` too.
+        groups = {key: group for key, group in groups.items() if key == (tag,)}
+    names = _group_names(group_by, {key[0] for key in groups})
     results = []
-    for key in sorted(groups):
+    for key in sorted(groups, key=lambda key: [(value is None, value) for value in key]):
         group = groups[key]
         count = group["latency_count"]
         mean = group["latency_sum_ms"] / count if count else None
         p95 = _estimated_p95(group)
         results.append(
             {
-                **dict(zip(keys, key, strict=True)),
+                **_named(group_by, key, names),
                 **{name: group[name] for name in USAGE_TOTALS},
                 "latency_ms_mean": None if mean is None else round(mean, 2),
                 "latency_ms_p95": None if p95 is None else round(p95, 2),

@@ -1,19 +1,30 @@
-"""Writes of AI usage: roll interactions up into ``HourlyUsage``, hour by hour."""
+"""Writes of AI usage: roll interactions up into ``HourlyUsage`` and ``HourlyTagUsage``."""
 
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Min, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from apps.ai_interactions.models import AIInteraction, HourlyUsage, UsageRollupState
+from apps.ai_interactions.models import (
+    AIInteraction,
+    HourlyTagUsage,
+    HourlyUsage,
+    UsageRollupState,
+    UsageSums,
+)
 from apps.ai_interactions.usage.selectors import (
     HOUR,
+    ROLLUP_KEYS,
     ROLLUP_RECHECK,
+    SUMMED_FIELDS,
+    InteractionTag,
     changed_hours,
+    each_tag,
     hour_start,
     usage_aggregates,
+    usage_summed,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -29,38 +40,63 @@ def _merged(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, dat
     return merged
 
 
-def _roll_up(low: datetime, high: datetime, stamp: datetime) -> int:
-    """Upsert the ``HourlyUsage`` rows of the hours in [low, high); drop groups now empty."""
-    groups = (
-        AIInteraction.objects.filter(created_at__gte=low, created_at__lt=high)
-        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
-        .values("owner_id", "provider", "model", "deployment", "hour")
-        .annotate(**usage_aggregates())
-        .order_by()
-    )
+def _upsert(rollup: type[UsageSums], groups: QuerySet, keys: list[str], stamp: datetime) -> int:
+    """Upsert the rows of ``rollup`` that ``groups`` (grouped by ``keys``) sum to, in SQL."""
     select, params = groups.query.sql_with_params()
     quote = connection.ops.quote_name
-    keys = ["owner_id", "provider", "model", "deployment", "hour"]
     values = [*usage_aggregates(), "computed_at"]
     columns = ", ".join(quote(name) for name in keys + values)
     updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in values)
     # Only quoted column names are formatted in; every value is a bound parameter.
     selected = ", ".join(quote(name) for name in keys + values[:-1])
     conflict = ", ".join(quote(name) for name in keys)
-    insert = f"INSERT INTO {quote(HourlyUsage._meta.db_table)} ({columns}) "
+    insert = f"INSERT INTO {quote(rollup._meta.db_table)} ({columns}) "
     sql = (
         f"{insert}SELECT {selected}, %s FROM ({select}) AS usage_groups WHERE true "  # noqa: S608
         f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [connection.ops.adapt_datetimefield_value(stamp), *params])
-        written = cursor.rowcount
-    HourlyUsage.objects.filter(hour__gte=low, hour__lt=high).exclude(computed_at=stamp).delete()
+        return cursor.rowcount
+
+
+def _roll_up(low: datetime, high: datetime, stamp: datetime) -> int:
+    """Upsert the rollup rows of the hours in [low, high); drop groups now empty."""
+    rows = (
+        AIInteraction.objects.filter(created_at__gte=low, created_at__lt=high)
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .order_by()
+    )
+    keys = list(ROLLUP_KEYS)
+    aggregates = usage_aggregates()
+    written = _upsert(HourlyUsage, rows.values(*keys).annotate(**aggregates), keys, stamp)
+    if connection.vendor == "postgresql":
+        per_tag = rows.annotate(tag=InteractionTag()).values(*keys, "tag").annotate(**aggregates)
+        written += _upsert(HourlyTagUsage, per_tag, [*keys, "tag"], stamp)
+    else:
+        # SQLite cannot expand a JSON list within a grouped query: sum per tag in Python.
+        tagged = each_tag(rows.values(*keys, "tags", *SUMMED_FIELDS).iterator())
+        per_tag_rows = [
+            HourlyTagUsage(**group, computed_at=stamp)
+            for group in usage_summed(tagged, [*keys, "tag"])
+        ]
+        HourlyTagUsage.objects.bulk_create(
+            per_tag_rows,
+            update_conflicts=True,
+            unique_fields=[*keys, "tag"],
+            update_fields=[*aggregates, "computed_at"],
+        )
+        written += len(per_tag_rows)
+    for rollup in (HourlyUsage, HourlyTagUsage):
+        stale = rollup.objects.filter(hour__gte=low, hour__lt=high).exclude(computed_at=stamp)
+        stale.delete()
     return written
 
 
 def usage_rollup(*, now: datetime | None = None, since: datetime | None = None) -> int:
-    """Roll interactions up into ``HourlyUsage`` for closed hours; return rows written.
+    """Roll interactions up into ``HourlyUsage`` and ``HourlyTagUsage`` for closed hours.
+
+    Returns the rollup rows written.
 
     Recomputes the hours closed since the last run, the hours holding rows
     saved since shortly before it (late commits, async calls finishing, retries),
@@ -92,5 +128,6 @@ def usage_rollup(*, now: datetime | None = None, since: datetime | None = None) 
     if written and connection.vendor == "postgresql":
         # Fresh statistics keep usage reads on the hour index and a hash aggregate.
         with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(HourlyUsage._meta.db_table)}")
+            for rollup in (HourlyUsage, HourlyTagUsage):
+                cursor.execute(f"ANALYZE {connection.ops.quote_name(rollup._meta.db_table)}")
     return written
