@@ -638,6 +638,52 @@ def routing_scenario(*, runs: int, calls: int = 2000) -> list[Row]:
     ]
 
 
+def governance_scenario(*, runs: int, calls: int = 1000) -> list[Row]:
+    """Governance's own cost per call: the limits of a key with a budget, RPM and TPM
+    (read from memory), admitted in one Redis step and settled in another, against the
+    same key with no limits; median ms per call."""
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.services import api_key_create
+    from apps.governance.admission import admit
+    from apps.governance.limits import scopes_for
+    from apps.governance.models import Limits
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-governed")
+    limited, _ = api_key_create(user=user, name="bench limited")
+    free, _ = api_key_create(user=user, name="bench free")
+    Limits.objects.create(
+        api_key=limited, budget_usd=Decimal(1_000_000), rpm_limit=2 * 10**9, tpm_limit=2 * 10**9
+    )
+
+    def governed(key: object) -> None:
+        admission = admit(
+            scopes_for(api_key=key, user=user), tokens=100, worst_cost=Decimal("0.001")
+        )
+        admission.settle(tokens=80, cost=Decimal("0.0005"))
+
+    governed(limited)  # the spend is read from the database once
+    with_limits, without = [], []
+    for _ in range(runs):
+        for results, key in ((with_limits, limited), (without, free)):
+            started = time.perf_counter()
+            for _ in range(calls):
+                governed(key)
+            results.append((time.perf_counter() - started) * 1000 / calls)
+    return [
+        Row(
+            "governance of a call with a budget, RPM and TPM vs a key with no limits, median ms",
+            statistics.median(with_limits),
+            statistics.median(without),
+            "ms",
+            1.0,
+            kind="max-added",
+        )
+    ]
+
+
 def usage_scenario(staff_key: str, *, runs: int, requests: int = 50) -> list[Row]:
     """GET /api/v1/ai/usage/?group_by=model over every interaction (staff), median ms."""
     import urllib.request
@@ -826,6 +872,7 @@ def main() -> int:
     rows = http_scenarios(user, api_key, staff_key, runs=args.runs, seconds=args.seconds)
     rows += admin_scale_scenario(runs=args.runs)
     rows += routing_scenario(runs=args.runs)
+    rows += governance_scenario(runs=args.runs)
     rows += usage_scenario(staff_key, runs=args.runs)
     if not args.http_only:
         rows += throughput_scenario(user, runs=args.runs, count=args.tasks)

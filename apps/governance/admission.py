@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, Sum
@@ -220,19 +221,31 @@ class Admission:
         ]
         try:
             client = redis_client()
-            client.eval(
-                _SETTLE,
-                len(self.keys),
-                *self.keys,
-                self.request_id,
-                tokens - self.tokens,
-                int(cost * NANO),
-                len(self.scopes),
-                *flags,
+            _script(client, _SETTLE)(
+                keys=self.keys,
+                args=[
+                    self.request_id,
+                    tokens - self.tokens,
+                    int(cost * NANO),
+                    len(self.scopes),
+                    *flags,
+                ],
+                client=client,
             )
         except Exception as exc:
             # The reservation and place expire on their own; the spend is in PostgreSQL.
             logger.warning("Governance not settled (%s)", exc.__class__.__name__)
+
+
+_scripts: dict[str, Any] = {}
+
+
+def _script(client: Any, source: str) -> Any:
+    """The script, sent once and then called by its digest (EVALSHA)."""
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = client.register_script(source)
+    return script
 
 
 def admit(scopes: list[Scope], *, tokens: int, worst_cost: Decimal) -> Admission:
@@ -268,7 +281,7 @@ def admit(scopes: list[Scope], *, tokens: int, worst_cost: Decimal) -> Admission
                 worst_nano,
             ]
         try:
-            outcome = client.eval(_ADMIT, len(keys), *keys, *arguments)
+            outcome = _script(client, _ADMIT)(keys=keys, args=arguments, client=client)
         except Exception as exc:
             return _unavailable(counted, exc)
         verdict = outcome[0].decode() if isinstance(outcome[0], bytes) else outcome[0]
