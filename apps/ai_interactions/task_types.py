@@ -2,9 +2,11 @@
 
 from typing import Any
 
+from apps.ai_interactions.catalog import route_get
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import ProviderCallError
 from apps.ai_interactions.services import GENERATE_TASK_TYPE, interaction_create, interaction_run
+from apps.governance.limits import check_model, scopes_for
 from apps.tasks.execution import TaskContext
 from apps.tasks.registry import register
 
@@ -63,6 +65,12 @@ def generate(context: TaskContext) -> dict[str, Any]:
     return {"interaction_id": str(interaction.pk), "status": interaction.status}
 
 
+def batch_admit(*, params: dict[str, Any], owner: Any, api_key: Any) -> None:
+    """A batch for a model its key or user may not call is refused when submitted (403),
+    before any prompt is asked."""
+    check_model(scopes_for(api_key=api_key, user=owner), route_get(params.get("model")).name)
+
+
 @register(
     "ai.batch",
     description=(
@@ -85,6 +93,7 @@ def generate(context: TaskContext) -> dict[str, Any]:
         "required": ["prompts"],
         "additionalProperties": False,
     },
+    admit=batch_admit,
 )
 def batch(context: TaskContext) -> dict[str, Any]:
     prompts = context.params["prompts"]
@@ -94,6 +103,7 @@ def batch(context: TaskContext) -> dict[str, Any]:
         try:
             interaction = interaction_create(
                 owner=context.owner,
+                api_key=context.api_key,
                 messages=[{"role": "user", "content": prompt}],
                 model_name=context.params.get("model"),
                 params=context.params.get("params") or {},

@@ -52,6 +52,8 @@ class TaskContext:
     params: dict[str, Any]
     attempt: int
     owner_id: Any
+    # The key that submitted the task (None for internal tasks and old rows).
+    api_key_id: Any = None
     # Automatic retries still available after this run, for transient errors.
     retries_left: int = 0
     latest: dict[str, Any] | None = None
@@ -62,6 +64,15 @@ class TaskContext:
     def owner(self) -> AbstractBaseUser:
         """The task's owner, loaded when first asked for (most task types never ask)."""
         return get_user_model().objects.get(pk=self.owner_id)
+
+    @cached_property
+    def api_key(self) -> Any:
+        """The key that submitted the task, with its user (its limits govern the task)."""
+        if self.api_key_id is None:
+            return None
+        from apps.accounts.models import APIKey
+
+        return APIKey.objects.select_related("user").filter(pk=self.api_key_id).first()
 
     def _ours(self):
         return Task.objects.filter(
@@ -179,7 +190,7 @@ def _claim_queued(
             f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} "  # noqa: S608
             "SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s, worker = %s "
             "WHERE id = %s AND status = %s AND celery_task_id = %s "
-            "RETURNING type, params, attempt, owner_id",
+            "RETURNING type, params, attempt, owner_id, api_key_id",
             [
                 TaskStatus.RUNNING,
                 now,
@@ -194,7 +205,7 @@ def _claim_queued(
         row = cursor.fetchone()
     if row is None:
         return None
-    type_name, params, attempt, owner_id = row
+    type_name, params, attempt, owner_id, api_key_id = row
     params = Task._meta.get_field("params").from_db_value(params, None, connection)
     return Task(
         id=UUID(str(task_id)),
@@ -202,6 +213,7 @@ def _claim_queued(
         params=params,
         attempt=attempt,
         owner_id=owner_id,
+        api_key_id=api_key_id,
         celery_task_id=celery_task_id,
         worker=worker,
         **fields,
@@ -273,6 +285,7 @@ def execute(
         params=task.params,
         attempt=task.attempt,
         owner_id=task.owner_id,
+        api_key_id=task.api_key_id,
         retries_left=max(0, task_type.max_auto_retries - auto_retries),
     )
     try:

@@ -26,6 +26,16 @@ class Task(BaseModel):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks", db_index=False
     )
+    # The API key that submitted it: its limits and model scope govern the task's calls.
+    api_key = models.ForeignKey(
+        "accounts.APIKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
     type = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.QUEUED)

@@ -39,6 +39,8 @@ class TaskType:
     retry_backoff_seconds: float = 2.0
     retry_backoff_max_seconds: float = 300.0
     queue: str = field(default_factory=lambda: settings.CELERY_TASK_DEFAULT_QUEUE)
+    # Checks at submission (with the submitter and its key), raising an AppError to refuse.
+    admit: Callable[..., None] | None = None
 
     @cached_property
     def params_validator(self) -> Draft202012Validator:

@@ -93,6 +93,7 @@ def task_submit(
     params: dict[str, Any],
     idempotency_key: str | None = None,
     internal: bool = False,
+    api_key: Any = None,
 ) -> tuple[Task, bool]:
     """Accept a task for ``owner``; return it and whether it was created just now.
 
@@ -110,6 +111,8 @@ def task_submit(
     if task_type.staff_only and not owner.is_staff:
         raise PermissionDenied(f"Task type {type_name!r} is for staff only.")
     params = validate_params(task_type=task_type, params=params)
+    if task_type.admit is not None:
+        task_type.admit(params=params, owner=owner, api_key=api_key)
     fingerprint = _fingerprint(type_name, params)
 
     if idempotency_key is not None:
@@ -122,6 +125,7 @@ def task_submit(
         with transaction.atomic() if idempotency_key else nullcontext():
             task = Task.objects.create(
                 owner=owner,
+                api_key=api_key,
                 type=type_name,
                 params=params,
                 idempotency_key=idempotency_key,

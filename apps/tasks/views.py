@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.authentication import request_api_key
 from apps.tasks.models import Task
 from apps.tasks.registry import task_types
 from apps.tasks.selectors import task_get, task_list, task_type_list
@@ -136,6 +137,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             type_name=data.validated_data["type"],
             params=data.validated_data["params"],
             idempotency_key=key,
+            api_key=request_api_key(request),
         )
         return self._render(task, status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 

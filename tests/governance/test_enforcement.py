@@ -300,3 +300,28 @@ def test_with_redis_down_budgets_follow_the_fail_mode(
         assert budgeted_answer.status_code == 200
         assert "let a call through unchecked" in caplog.text
         assert chats(upstream) == 2
+
+
+@pytest.mark.django_db
+def test_an_ai_batch_for_a_model_out_of_the_keys_scope_is_refused_when_submitted(
+    client_for, user, upstream
+):
+    from apps.tasks.models import Task
+
+    route_to(upstream, "claude-like")
+    key, raw = limited_key(user, allowed_models=["gpt-4o*"])
+    client = client_for(raw)
+    batch = {"type": "ai.batch", "params": {"prompts": ["a", "b"], "model": "claude-like"}}
+
+    refused = client.post("/api/v1/tasks/", batch, format="json")
+    accepted = client.post(
+        "/api/v1/tasks/",
+        {"type": "ai.batch", "params": {"prompts": ["a"], "model": "gpt-4o"}},
+        format="json",
+    )
+
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "model_not_allowed"
+    assert accepted.status_code == 202
+    assert Task.objects.get().api_key_id == key.pk  # its prompts count for the key
+    assert chats(upstream) == 0
