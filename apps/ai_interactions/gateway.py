@@ -58,8 +58,19 @@ class GatewayCall:
             "model_name": self.model,
             "params": self.params,
             "use_cache": self.use_cache,
-            "metadata": self.metadata,
+            "metadata": with_header_tags(self.metadata, request),
         }
+
+
+def with_header_tags(metadata: dict[str, Any], request: Request) -> dict[str, Any]:
+    """The call's metadata with the tags of ``x-contextos-tags`` (comma-separated) added
+    to those of ``metadata.tags``, for attribution in usage reports."""
+    header = request.headers.get("X-Contextos-Tags", "")
+    tags = [tag.strip() for tag in header.split(",") if tag.strip()]
+    if not tags:
+        return metadata
+    given = metadata.get("tags") if isinstance(metadata.get("tags"), list) else []
+    return {**metadata, "tags": [*given, *tags]}
 
 
 def gateway_answer(request: Request, call: GatewayCall) -> AIInteraction:

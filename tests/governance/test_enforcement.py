@@ -51,6 +51,7 @@ def limited_key(user, **limits) -> tuple[APIKey, str]:
 
 
 def chat(client, prompt: str, model: str = "gpt-4o", **body):
+    headers = {name: body.pop(name) for name in list(body) if name.startswith("HTTP_")}
     return client.post(
         CHAT,
         {
@@ -61,6 +62,7 @@ def chat(client, prompt: str, model: str = "gpt-4o", **body):
             **body,
         },
         format="json",
+        **headers,
     )
 
 
@@ -325,3 +327,16 @@ def test_an_ai_batch_for_a_model_out_of_the_keys_scope_is_refused_when_submitted
     assert accepted.status_code == 202
     assert Task.objects.get().api_key_id == key.pk  # its prompts count for the key
     assert chats(upstream) == 0
+
+
+@pytest.mark.django_db
+def test_tags_come_from_the_header_and_the_metadata(api_client, upstream):
+    response = chat(
+        api_client,
+        "tagged",
+        metadata={"tags": ["project-x"]},
+        HTTP_X_CONTEXTOS_TAGS="team-a, nightly",
+    )
+
+    assert response.status_code == 200
+    assert AIInteraction.objects.get().tags == ["project-x", "team-a", "nightly"]

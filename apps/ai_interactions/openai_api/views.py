@@ -27,6 +27,7 @@ from apps.ai_interactions.gateway import (
     gateway_answer,
     gateway_stream,
     known_model,
+    with_header_tags,
     with_rate_limits,
 )
 from apps.ai_interactions.models import AIInteraction
@@ -298,7 +299,7 @@ class EmbeddingsView(APIView):
                 model_name=model if isinstance(model, str) else None,
                 params=params,
                 use_cache=_cache_wanted(body, request.headers.get("Cache-Control", "")),
-                metadata=_metadata(body),
+                metadata=with_header_tags(_metadata(body), request),
             )
         return with_rate_limits(
             Response({**interaction.completion, "model": interaction.model}), interaction
