@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/health/", include("apps.health.urls")),
     path("api/v1/tasks/", include("apps.tasks.urls")),
     path("api/v1/ai/", include("apps.ai_interactions.urls")),
+    path("api/v1/keys/", include("apps.governance.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

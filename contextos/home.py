@@ -30,6 +30,7 @@ def _links(request: HttpRequest) -> dict[str, str]:
         "models": url("ai:models"),
         "interactions": url("ai:interaction-list"),
         "usage": url("ai:usage"),
+        "keys": url("keys:key-list"),
         "openai_chat_completions": url("openai-chat"),
         "openai_models": url("openai-models"),
         "metrics": url("metrics"),

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from apps.accounts import key_cache
-from apps.accounts.models import APIKey
+from apps.accounts.models import APIKey, Team
 
 KEY_PREFIX = "ctx_"
 KEY_RANDOM_LENGTH = 40
@@ -32,6 +32,7 @@ def api_key_create(
     name: str = "",
     expires_at: datetime | None = None,
     expires_in_days: int | None = None,
+    team: Team | None = None,
 ) -> tuple[APIKey, str]:
     """Create a key for ``user`` and return it with its raw value, which is not stored."""
     if expires_in_days is not None:
@@ -45,6 +46,7 @@ def api_key_create(
         prefix=raw_key[:DISPLAY_PREFIX_LENGTH],
         key_hash=api_key_hash(raw_key),
         expires_at=expires_at,
+        team=team,
     )
     return api_key, raw_key
 

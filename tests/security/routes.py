@@ -10,6 +10,7 @@ from django.urls import resolve
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.permissions import IsAdminUser
 
+from apps.accounts.models import APIKey
 from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
 
@@ -84,14 +85,20 @@ def exercise(client) -> list:
     task = client.post(
         "/api/v1/tasks/", {"type": "diagnostics.sleep", "params": {"seconds": 0}}, format="json"
     )
+    key = client.post("/api/v1/keys/", {"name": "exercised"}, format="json")
     chat = {"messages": [{"role": "user", "content": "hi"}]}
     responses += [
         interaction,
         task,
+        key,
         client.post("/v1/chat/completions", chat, format="json"),
         client.post("/api/v1/tasks/", "{oops", content_type="application/json"),
         client.post("/api/v1/ai/interactions/", {"prompt": "a" * 300_000}, format="json"),
     ]
-    own = {AIInteraction: interaction.json()["id"], Task: task.json()["id"]}
+    own = {
+        AIInteraction: interaction.json()["id"],
+        Task: task.json()["id"],
+        APIKey: key.json()["id"],
+    }
     responses += [op.call(client, own[op.model]) for op in operations() if op.has_id]
     return responses

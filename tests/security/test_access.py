@@ -10,6 +10,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.accounts.models import APIKey
 from apps.accounts.services import api_key_create, api_key_revoke
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.tasks.models import Task, TaskStatus
@@ -117,25 +118,31 @@ def others_objects() -> dict:
             InteractionFactory(owner=owner, status=s)
             for s in (InteractionStatus.SUCCEEDED, InteractionStatus.FAILED)
         ],
+        APIKey: [api_key_create(user=owner, name=name)[0] for name in ("laptop", "server")],
     }
+
+
+def _state(row) -> tuple:
+    """What acting on a row would change (keys have no status; they are revoked)."""
+    return (row.pk, getattr(row, "status", None), getattr(row, "revoked_at", None), row.updated_at)
 
 
 @pytest.mark.parametrize("op", DETAIL, ids=labels(DETAIL))
 def test_another_users_objects_answer_404(op, others_objects, api_client, client_for):
     model = op.model
     targets = others_objects[model]  # a new detail model needs its objects above
-    before = [(row.pk, row.status, row.updated_at) for row in targets]
+    before = [_state(row) for row in targets]
     unknown = op.call(api_client, uuid.uuid4())
     assert unknown.status_code == 404
 
     for target in targets:
         response = op.call(api_client, target.pk)
-        assert response.status_code == 404, (target.status, response.content)
+        assert response.status_code == 404, (_state(target), response.content)
         # Indistinguishable from an id that does not exist.
         assert response.json()["error"] == unknown.json()["error"]
 
     after = [
-        (row.pk, row.status, row.updated_at)
+        _state(row)
         for row in model.objects.filter(pk__in=[t.pk for t in targets]).order_by("created_at")
     ]
     assert sorted(after) == sorted(before)
