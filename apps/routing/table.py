@@ -2,7 +2,8 @@
 read from PostgreSQL once and kept in each process.
 
 A call reads no routing row: the table is rebuilt when a process sees that the
-version in Redis (``routing:version``, bumped by every save or deletion of a
+version in Redis (``routing:version``, :class:`contextos.versioned.VersionedCache`, bumped by
+every save or deletion of a
 provider, route or deployment) differs from the one it loaded, which it checks at
 most every ``ROUTING_TABLE_CHECK_SECONDS``; without Redis it reloads at that pace.
 
@@ -12,8 +13,6 @@ as rows.
 """
 
 import logging
-import threading
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -25,14 +24,13 @@ from django.db.models.signals import post_delete, post_save
 
 from apps.routing.models import Deployment, Provider, ProviderKind, Route
 from apps.routing.secrets import UnreadableKey
-from contextos.cache import redis_client
+from contextos.versioned import VersionedCache
 
 logger = logging.getLogger(__name__)
 
 ECHO_MODEL = "echo-1"
 # Echo's embedding model: deterministic unit vectors (any model of a provider that embeds will).
 ECHO_EMBEDDING_MODEL = "echo-embed-1"
-VERSION_KEY = "routing:version"
 # Settings that the table built from release-1 settings depends on.
 _SETTINGS = frozenset(
     {
@@ -98,68 +96,24 @@ class RouteConfig:
 @dataclass(frozen=True)
 class RoutingTable:
     routes: dict[str, RouteConfig]
-    version: str | None
 
     def get(self, name: str) -> RouteConfig | None:
         return self.routes.get(name)
 
 
-class _Cache:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.table: RoutingTable | None = None
-        self.checked_at = 0.0
-
-    def clear(self) -> None:
-        with self.lock:
-            self.table = None
-
-
-_cache = _Cache()
+_cache: VersionedCache[str, RoutingTable] = VersionedCache(
+    "routing", check=lambda: settings.ROUTING_TABLE_CHECK_SECONDS
+)
 
 
 def routing_table() -> RoutingTable:
     """This process's routing table, reloaded when another process (or this one) changed it."""
-    now = time.monotonic()
-    table = _cache.table
-    if table is not None and now - _cache.checked_at < settings.ROUTING_TABLE_CHECK_SECONDS:
-        return table
-    version = _version()
-    if table is not None and version is not None and version == table.version:
-        _cache.checked_at = now
-        return table
-    table = RoutingTable(routes=_load(), version=version)
-    with _cache.lock:
-        _cache.table, _cache.checked_at = table, now
-    return table
+    return _cache.get("table", lambda: RoutingTable(routes=_load()))
 
 
 def routing_table_clear() -> None:
     """Forget this process's table (the next call reads the rows)."""
     _cache.clear()
-
-
-def _version() -> str | None:
-    try:
-        client = redis_client()
-        value = client.get(VERSION_KEY) if client is not None else None
-    except Exception as exc:
-        logger.warning("Routing table version unavailable (%s)", exc.__class__.__name__)
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bump_version() -> None:
-    try:
-        client = redis_client()
-        if client is not None:
-            client.incr(VERSION_KEY)
-    except Exception as exc:
-        logger.warning(
-            "Routing change not announced (%s); processes reload within %ss",
-            exc.__class__.__name__,
-            settings.ROUTING_TABLE_CHECK_SECONDS,
-        )
 
 
 def _load() -> dict[str, RouteConfig]:
@@ -291,13 +245,6 @@ def routing_bootstrap() -> None:
 # --- Invalidation ---------------------------------------------------------------------------
 
 
-def _changed(**kwargs: Any) -> None:
-    routing_table_clear()
-    _bump_version()
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(_bump_version)
-
-
 def _setting_changed(setting: str, **kwargs: Any) -> None:
     if setting in _SETTINGS or setting.startswith("ROUTING_"):
         routing_table_clear()
@@ -307,6 +254,6 @@ def connect_signals() -> None:
     for model in (Provider, Route, Deployment):
         for signal in (post_save, post_delete):
             signal.connect(
-                _changed, sender=model, dispatch_uid=f"routing.{model.__name__}.{signal}"
+                _cache.changed, sender=model, dispatch_uid=f"routing.{model.__name__}.{signal}"
             )
     setting_changed.connect(_setting_changed, dispatch_uid="routing.settings")
