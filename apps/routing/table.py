@@ -1,11 +1,10 @@
 """The routing table: every route with its enabled deployments and their providers,
 read from PostgreSQL once and kept in each process.
 
-A call reads no routing row: the table is rebuilt when a process sees that the
-version in Redis (``routing:version``, :class:`contextos.versioned.VersionedCache`, bumped by
-every save or deletion of a
-provider, route or deployment) differs from the one it loaded, which it checks at
-most every ``ROUTING_TABLE_CHECK_SECONDS``; without Redis it reloads at that pace.
+A call reads no routing row: the table is a :class:`contextos.versioned.VersionedCache`,
+rebuilt when a process sees that the version in Redis (``routing:version``, bumped by
+every save or deletion of a provider, route or deployment) changed, which it checks
+at most every ``ROUTING_TABLE_CHECK_SECONDS``; without Redis it reloads at that pace.
 
 On a database with no providers the release-1 settings (``OPENAI_*``,
 ``ANTHROPIC_*``, and the built-in echo models) create the same models as before,
