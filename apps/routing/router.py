@@ -178,7 +178,13 @@ def routed_call(
     ]
     if not plan:
         check_fits(route, tokens)
-    states = cooldown.states([deployment.id for deployment, _ in plan])
+    (only, _), *others = plan
+    if not others and only.rpm is None and only.tpm is None:
+        # One candidate is asked whatever its breaker says (see candidates()): its
+        # state is not worth a round trip to Redis.
+        states = {only.id: cooldown.State()}
+    else:
+        states = cooldown.states([deployment.id for deployment, _ in plan])
     now = time.time()
     records: list[dict[str, Any]] = []
     last_error: ProviderCallError | None = None
