@@ -24,7 +24,7 @@ test: install lint  ## Lint, then run the whole test suite (real PostgreSQL and 
 	$(BIN)/python -m pytest
 
 chaos: install  ## The fault suite: killed workers, Redis/PostgreSQL/provider outages, load
-	$(BIN)/python -m pytest -m chaos -s tests/chaos
+	$(BIN)/python -m pytest -n 0 -m chaos -s tests/chaos
 
 bench: install  ## Benchmarks against same-run baselines (needs wrk); writes BENCHMARKS.md
 	$(BIN)/python -m bench.run

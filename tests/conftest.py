@@ -10,16 +10,6 @@ from tests.factories import StaffUserFactory, UserFactory
 pytest_plugins = ["tests.fakes.openai_server", "tests.fakes.anthropic_server"]
 
 
-# The longest tests (a minute or more each): with xdist they start first, so that none
-# starts near the end and keeps one worker busy after the others have finished.
-LONGEST_FIRST = ("tests/security/test_fuzz.py::", "tests/integration/test_make_run.py::")
-
-
-def pytest_collection_modifyitems(config, items):
-    if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
-        items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
-
-
 @pytest.fixture
 def user(db):
     return UserFactory()

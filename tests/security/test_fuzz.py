@@ -88,8 +88,12 @@ def test_no_server_error_and_every_response_as_documented(
                 CHECKS,
                 "--max-examples",
                 str(EXAMPLES_PER_OPERATION),
+                # One thread: CPython 3.11's ast.parse keeps its recursion depth per
+                # interpreter, not per thread, so two threads describing generators at
+                # once can fault (INTERPRETER_FAULT below), and do so often on a busy
+                # machine (xdist).
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "30",
             ],
@@ -100,9 +104,11 @@ def test_no_server_error_and_every_response_as_documented(
         )
 
     run = fuzz()
-    if run.returncode != 0 and INTERPRETER_FAULT in run.stdout and "FAILURES" not in run.stdout:
+    for _ in range(2):
+        if run.returncode == 0 or INTERPRETER_FAULT not in run.stdout or "FAILURES" in run.stdout:
+            break
         # CPython 3.11's ast.parse can fault while Hypothesis describes a generator
-        # (a crash of the fuzzer, not a finding about the API): run it once more.
+        # (a crash of the fuzzer, not a finding about the API): run it again, twice at most.
         run = fuzz()
     report = run.stdout + run.stderr
     (tmp_path / "schemathesis-report.txt").write_text(report)
