@@ -152,12 +152,22 @@ def interaction_build(
     return interaction
 
 
+# Tags are grouped on in usage rollups (an indexed column): short, and few per call.
+MAX_TAGS, MAX_TAG_LENGTH = 20, 100
+
+
 def tags_of(metadata: dict[str, Any]) -> list[str]:
     """The call's tags for attribution: ``metadata.tags``, strings only, each once."""
     tags = metadata.get("tags") if isinstance(metadata, dict) else None
     if not isinstance(tags, list):
         return []
-    return list(dict.fromkeys(tag for tag in tags if isinstance(tag, str) and tag))
+    unique = list(dict.fromkeys(tag for tag in tags if isinstance(tag, str) and tag))
+    if len(unique) > MAX_TAGS or any(len(tag) > MAX_TAG_LENGTH for tag in unique):
+        raise ValidationFailed(
+            f"At most {MAX_TAGS} tags of at most {MAX_TAG_LENGTH} characters each.",
+            details={"metadata": [f"tags: at most {MAX_TAGS}, {MAX_TAG_LENGTH} characters each"]},
+        )
+    return unique
 
 
 # --- Recording -----------------------------------------------------------------------

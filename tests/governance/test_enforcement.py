@@ -356,3 +356,13 @@ def test_tags_come_from_the_header_and_the_metadata(api_client, upstream):
 
     assert response.status_code == 200
     assert AIInteraction.objects.get().tags == ["project-x", "team-a", "nightly"]
+
+
+@pytest.mark.django_db
+def test_too_many_or_too_long_tags_are_a_400_and_nothing_is_called(api_client, upstream):
+    too_long = chat(api_client, "x", metadata={"tags": ["t" * 101]})
+    too_many = chat(api_client, "x", HTTP_X_CONTEXTOS_TAGS=",".join(f"t{n}" for n in range(21)))
+
+    assert (too_long.status_code, too_many.status_code) == (400, 400)
+    assert "tags" in too_long.json()["error"]["message"]
+    assert chats(upstream) == 0
