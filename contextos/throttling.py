@@ -30,9 +30,9 @@ class APIKeyRateThrottle(SimpleRateThrottle):
         return settings.API_RATE_LIMIT
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
-        key_id = getattr(request.auth, "pk", None)
-        if key_id is not None:
-            ident = f"key:{key_id}"
+        digest = getattr(request.auth, "key_hash", None)
+        if digest is not None:
+            ident = f"key:{digest}"
         elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
@@ -46,7 +46,9 @@ class APIKeyRateThrottle(SimpleRateThrottle):
         window = int(now // self.duration)
         self.now = now
         self.window_ends_at = (window + 1) * self.duration
-        count = self._count(f"{self.get_cache_key(request, view)}:{window}")
+        key = f"{self.get_cache_key(request, view)}:{window}"
+        counted = getattr(request.auth, "throttle_count", None)  # taken while authenticating
+        count = counted[1] if counted and counted[0] == key else self._count(key)
         return count is None or count <= self.num_requests
 
     def _count(self, key: str) -> int | None:
@@ -68,6 +70,17 @@ class APIKeyRateThrottle(SimpleRateThrottle):
             return self.cache.incr(key)
         except ValueError:  # expired between add and incr
             return None
+
+    @staticmethod
+    def window_of_key(digest: str, now: float) -> tuple[str, int] | None:
+        """The counter (unprefixed) and lifetime of a key's current window, for counting
+        the request in the round trip that reads the key (:mod:`apps.accounts.key_cache`)."""
+        rate = settings.API_RATE_LIMIT
+        if not rate:
+            return None
+        _, duration = SimpleRateThrottle.parse_rate(None, rate)
+        window = int(now // duration)
+        return f"throttle:{APIKeyRateThrottle.scope}:key:{digest}:{window}", duration + 1
 
     def wait(self) -> float:
         return max(self.window_ends_at - self.now, 1.0)

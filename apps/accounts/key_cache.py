@@ -43,12 +43,29 @@ def _key(digest: str) -> str:
     return cache_key("auth", "apikey", digest)
 
 
-def cached_key(digest: str) -> APIKey | None:
-    """The cached key (with its user) whose hash is ``digest``, or None."""
+def cached_key(
+    digest: str, *, count: tuple[str, int] | None = None
+) -> tuple[APIKey | None, int | None]:
+    """The cached key (with its user) whose hash is ``digest``, or None; and, when
+    ``count`` names a rate-limit counter and its lifetime, the counter incremented in
+    the same round trip (None when it could not be)."""
     if not _enabled():
-        return None
-    found = cache.get(_key(digest))  # a Redis outage reads as a miss
-    return found if isinstance(found, APIKey) else None
+        return None, None
+    if count is None:
+        found = cache.get(_key(digest))  # a Redis outage reads as a miss
+        return (found if isinstance(found, APIKey) else None), None
+    counter, lifetime = count
+    try:
+        client = django_redis_client()
+        pipe = client.get_client(write=True).pipeline(transaction=False)
+        pipe.get(cache.make_and_validate_key(_key(digest)))
+        pipe.incr(cache.make_and_validate_key(counter))
+        pipe.expire(cache.make_and_validate_key(counter), lifetime, nx=True)
+        raw, counted, _ = pipe.execute()
+        found = client.decode(raw) if raw is not None else None
+    except Exception:
+        return cached_key(digest)[0], None  # the cache's own path, which logs the outage
+    return (found if isinstance(found, APIKey) else None), counted
 
 
 def remember(api_key: APIKey) -> None:

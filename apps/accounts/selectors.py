@@ -1,12 +1,14 @@
 """Reads on API keys."""
 
 import re
+import time
 
 from django.db.models import QuerySet
 
 from apps.accounts import key_cache
 from apps.accounts.models import APIKey
 from apps.accounts.services import DISPLAY_PREFIX_LENGTH, KEY_PREFIX, api_key_hash
+from contextos.throttling import APIKeyRateThrottle
 
 _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9]{32,128}")
 
@@ -19,11 +21,15 @@ def api_key_get_by_raw(*, raw_key: str) -> APIKey | None:
     if not _KEY_SHAPE.fullmatch(raw_key):
         return None
     digest = api_key_hash(raw_key)
-    api_key = key_cache.cached_key(digest)
+    window = APIKeyRateThrottle.window_of_key(digest, time.time())
+    api_key, counted = key_cache.cached_key(digest, count=window)
     if api_key is None:
         api_key = APIKey.objects.select_related("user").filter(key_hash=digest).first()
         if api_key is not None:
             key_cache.remember(api_key)
+    if api_key is not None and window is not None and counted is not None:
+        # The request is counted for the rate limit already (one round trip for both).
+        api_key.throttle_count = (window[0], counted)
     return api_key
 
 
