@@ -377,7 +377,10 @@ def bench_route(upstream_url: str) -> None:
     from decimal import Decimal
 
     from apps.routing.models import Deployment, Provider, Route
+    from apps.routing.table import ECHO_MODEL, routing_bootstrap
 
+    if not Route.objects.filter(name=ECHO_MODEL).exists():
+        routing_bootstrap()  # the default model (echo-1) the cache-hit scenario asks
     provider, _ = Provider.objects.update_or_create(
         name="bench-upstream", defaults={"kind": "openai", "base_url": upstream_url}
     )
