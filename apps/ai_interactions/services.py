@@ -46,7 +46,7 @@ from apps.ai_interactions.providers.base import (
     content_text,
 )
 from apps.governance.admission import Admission, admit
-from apps.governance.limits import check_model, scopes_for
+from apps.governance.limits import check_model, scopes_for, scopes_of
 from apps.routing.router import (
     Routed,
     check_fits,
@@ -324,7 +324,11 @@ def _admitted(interaction: AIInteraction, route: RouteConfig) -> Admission:
     input_price, output_price = worst_prices(route)
     per_million = prompt_tokens * input_price + answer_tokens * output_price
     worst = per_million / Decimal(1_000_000)
-    scopes = scopes_for(api_key=interaction.api_key, user=interaction.owner)
+    scopes = scopes_of(
+        key_id=interaction.api_key_id,
+        team_id=interaction.team_id,
+        user_id=interaction.owner_id,
+    )
     try:
         return admit(scopes, tokens=tokens, worst_cost=worst)
     except AppError as refusal:

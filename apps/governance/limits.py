@@ -82,13 +82,20 @@ def _limits_of(kind: str, holder_id: Any) -> LimitConfig | None:
 
 def scopes_for(*, api_key: Any, user: Any) -> list[Scope]:
     """The limited holders a call by ``api_key`` (or ``user`` without one) counts for."""
-    holders = []
-    if api_key is not None:
-        holders.append(("key", api_key.pk))
-        if api_key.team_id is not None:
-            holders.append(("team", api_key.team_id))
-    if user is not None and getattr(user, "pk", None) is not None:
-        holders.append(("user", user.pk))
+    return scopes_of(
+        key_id=getattr(api_key, "pk", None),
+        team_id=getattr(api_key, "team_id", None),
+        user_id=getattr(user, "pk", None),
+    )
+
+
+def scopes_of(*, key_id: Any, team_id: Any, user_id: Any) -> list[Scope]:
+    """The same by ids (a recorded interaction has them all, with no query)."""
+    holders = [
+        (kind, holder_id)
+        for kind, holder_id in (("key", key_id), ("team", team_id), ("user", user_id))
+        if holder_id is not None
+    ]
     scopes = []
     for kind, holder_id in holders:
         config = _limits_of(kind, holder_id)

@@ -2,30 +2,22 @@
 
 import os
 
-from apps.routing.models import Deployment, Provider, Route
+from apps.routing.models import Route
 from tests.chaos.conftest import Call, run_load
 from tests.fakes.openai_server import FakeOpenAI
+from tests.routes import deploy
 
 OUTAGE_SECONDS = float(os.environ.get("CHAOS_ROUTING_OUTAGE_SECONDS", "30"))
 CLIENTS = 20
 ROUTE = "chaos-gpt"
 
 
-def _deploy(route: Route, fake: FakeOpenAI, name: str) -> None:
-    provider = Provider.objects.create(
-        name=name, kind="openai", base_url=fake.base_url, timeout=5, max_attempts=2
-    )
-    provider.set_api_key(f"sk-{name}")
-    provider.save()
-    Deployment.objects.create(route=route, provider=provider, model=f"{name}-model")
-
-
 def test_one_provider_down_for_30_s_under_20_clients_fails_no_request(serve, chaos_key):
     with FakeOpenAI() as east, FakeOpenAI() as west:
         east.default_delay = west.default_delay = 0.02
         route = Route.objects.create(name=ROUTE, strategy="weighted")
-        _deploy(route, east, "east")
-        _deploy(route, west, "west")
+        deploy(route, east, "east", timeout=5, max_attempts=2)
+        deploy(route, west, "west", timeout=5, max_attempts=2)
         env = {"WEB_CONCURRENCY": "2", "AI_RETRY_BASE_DELAY": "0.05", "AI_RETRY_MAX_DELAY": "0.2"}
         base = serve(web_env=env).base
 

@@ -14,9 +14,10 @@ from apps.ai_interactions.models import AIInteraction
 from apps.governance.admission import spend_usd
 from apps.governance.limits import LimitConfig, Scope
 from apps.governance.models import Limits
-from apps.routing.models import Deployment, Provider, Route
+from apps.routing.models import Route
 from tests.fakes.openai_server import FakeOpenAI
 from tests.health.test_degraded import redis_cache_at
+from tests.routes import deploy
 
 CHAT = "/v1/chat/completions"
 # $20 and $40 per million tokens: a call of a short prompt and max_tokens 20 costs at
@@ -30,13 +31,11 @@ def chats(fake: FakeOpenAI) -> int:
 
 
 def route_to(fake: FakeOpenAI, name: str = "gpt-4o") -> Route:
-    provider, _ = Provider.objects.get_or_create(
-        name="upstream", defaults={"kind": "openai", "base_url": fake.base_url, "max_attempts": 1}
-    )
     route = Route.objects.create(name=name)
-    Deployment.objects.create(
-        route=route,
-        provider=provider,
+    deploy(
+        route,
+        fake,
+        "upstream",
         model=f"{name}-upstream",
         input_price_per_mtok=INPUT_PRICE,
         output_price_per_mtok=OUTPUT_PRICE,

@@ -8,26 +8,16 @@ from decimal import Decimal
 import pytest
 
 from apps.ai_interactions.models import AIInteraction
-from apps.routing.models import Deployment, Provider, Route
+from apps.routing.models import Provider, Route
 from tests.fakes import Reply
 from tests.fakes.openai_server import FakeOpenAI
+from tests.routes import deploy
 
 CHAT = "/v1/chat/completions"
 
 
 def calls(fake: FakeOpenAI) -> int:
     return sum(1 for r in fake.requests if r["path"] == "/v1/chat/completions")
-
-
-def deploy(route: Route, fake: FakeOpenAI, name: str, **fields) -> Deployment:
-    provider, _ = Provider.objects.get_or_create(
-        name=name, defaults={"kind": "openai", "base_url": fake.base_url, "max_attempts": 1}
-    )
-    provider.set_api_key(f"sk-{name}-key")
-    provider.save()
-    return Deployment.objects.create(
-        route=route, provider=provider, model=f"{name}-model", **fields
-    )
 
 
 def ask(client, prompt: str, model: str = "gpt-4o", **body):
