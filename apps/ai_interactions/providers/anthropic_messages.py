@@ -17,6 +17,7 @@ from apps.ai_interactions.providers.base import (
     Generation,
     Message,
     ProviderCallError,
+    RemoteProvider,
     StreamChunk,
     content_text,
 )
@@ -65,7 +66,7 @@ def _client(
     )
 
 
-class AnthropicProvider:
+class AnthropicProvider(RemoteProvider):
     """Calls ``POST {base_url}/v1/messages`` once per call; retries live outside.
 
     The OpenAI request is translated: system and developer messages become ``system``,
@@ -79,18 +80,7 @@ class AnthropicProvider:
     text, tool calls, finish reason and usage.
     """
 
-    def __init__(
-        self,
-        *,
-        name: str = "anthropic",
-        base_url: str,
-        api_key: str,
-        extra_headers: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self._api_key = api_key
-        self._headers = tuple(sorted((extra_headers or {}).items()))
+    default_name = "anthropic"
 
     def generate(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float

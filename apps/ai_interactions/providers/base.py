@@ -117,6 +117,26 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class RemoteProvider:
+    """What a provider behind an HTTP API is configured with: its server, key and extra
+    headers (a tuple, to key the per-process SDK client cache)."""
+
+    default_name = ""
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        base_url: str,
+        api_key: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name or self.default_name
+        self.base_url = base_url
+        self._api_key = api_key
+        self._headers = tuple(sorted((extra_headers or {}).items()))
+
+
 class Provider(Protocol):
     """Calls one model of one provider. One call = one HTTP request; retries live outside."""
 

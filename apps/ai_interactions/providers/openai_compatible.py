@@ -8,7 +8,13 @@ from typing import Any
 
 import openai
 
-from apps.ai_interactions.providers.base import Generation, Message, ProviderCallError, StreamChunk
+from apps.ai_interactions.providers.base import (
+    Generation,
+    Message,
+    ProviderCallError,
+    RemoteProvider,
+    StreamChunk,
+)
 from apps.ai_interactions.providers.retry import (
     DETAIL_LIMIT,
     REFUSAL_DETAIL_LIMIT,
@@ -39,7 +45,7 @@ def _client(
     )
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(RemoteProvider):
     """Calls ``POST {base_url}/chat/completions`` once per call; retries live outside.
 
     Every field of ``params`` is passed on in the request body as given (tools,
@@ -47,18 +53,7 @@ class OpenAICompatibleProvider:
     the completion's JSON, or each streamed chunk's choices.
     """
 
-    def __init__(
-        self,
-        *,
-        name: str = "openai",
-        base_url: str,
-        api_key: str,
-        extra_headers: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self._api_key = api_key
-        self._headers = tuple(sorted((extra_headers or {}).items()))
+    default_name = "openai"
 
     def generate(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
