@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from typing import Any, TypeVar
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -46,6 +47,7 @@ from apps.ai_interactions.providers.base import (
     content_text,
 )
 from apps.governance.admission import Admission, admit
+from apps.governance.audit import audit_record
 from apps.governance.limits import check_model, scopes_for, scopes_of
 from apps.routing.router import (
     Routed,
@@ -551,11 +553,12 @@ def interaction_create(
     mode: str = InteractionMode.SYNC,
     use_cache: bool = True,
     metadata: dict[str, Any] | None = None,
+    task_id: UUID | None = None,
 ) -> AIInteraction:
     """Ask a model. Sync (and gateway) calls answer now; async ones queue an ``ai.generate`` task.
 
     A sync call whose provider fails raises :class:`ProviderError` (502) naming
-    the recorded interaction.
+    the recorded interaction. ``task_id`` is the task that asks (a batch's prompts).
     """
     check_prompt_size(prompt_chars(messages))
     fields = {
@@ -571,6 +574,7 @@ def interaction_create(
         return _enqueue(interaction_build(status=InteractionStatus.QUEUED, **fields), use_cache)
 
     interaction = interaction_build(status=InteractionStatus.RUNNING, **fields)
+    interaction.task_id = task_id
     interaction.started_at = timezone.now()
     # REST calls that reach the provider are visible as running while they wait;
     # gateway calls, like streams, are written once, when answered. A cache hit
@@ -650,19 +654,43 @@ def _answer_now(
     return interaction
 
 
-def interaction_retry(*, interaction: AIInteraction) -> AIInteraction:
-    """Ask again for a failed interaction, in its own mode (async ones get a new task)."""
+def interaction_retry(
+    *, interaction: AIInteraction, actor: AbstractBaseUser | None = None
+) -> AIInteraction:
+    """Ask again for a failed interaction, in its own mode (async ones get a new task).
+
+    The retry is recorded in the audit log as done by ``actor`` (None: a command or the
+    system), with the status it ended in: queued (async), or the sync answer's outcome,
+    a provider error included.
+    """
     if interaction.status != InteractionStatus.FAILED:
         raise Conflict(
             f"Only failed interactions can be retried; this one is {interaction.status}.",
             code="interaction_not_retryable",
             details={"status": interaction.status},
         )
+    before = {"status": interaction.status, "error": interaction.error}
+
+    def audit() -> None:
+        audit_record(
+            action="interaction.retry",
+            target=interaction,
+            actor=actor,
+            before=before,
+            after={"status": interaction.status, "error": interaction.error},
+        )
+
     interaction.error = None
     interaction.completed_at = None
     if interaction.mode in (InteractionMode.ASYNC, InteractionMode.BATCH):
-        return _enqueue(interaction, use_cache=True, insert=False)
-    return _answer_now(interaction, use_cache=True)
+        with transaction.atomic():
+            _enqueue(interaction, use_cache=True, insert=False)
+            audit()
+        return interaction
+    try:
+        return _answer_now(interaction, use_cache=True)
+    finally:
+        audit()
 
 
 def interaction_delete(*, interaction: AIInteraction) -> None:

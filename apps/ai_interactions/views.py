@@ -171,7 +171,7 @@ class InteractionViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        interaction = interaction_retry(interaction=self.get_object())
+        interaction = interaction_retry(interaction=self.get_object(), actor=request.user)
         queued = interaction.status == "queued"
         code = status.HTTP_202_ACCEPTED if queued else status.HTTP_200_OK
         return Response(InteractionSerializer(interaction).data, status=code)

@@ -1,5 +1,5 @@
 """Writes of governance: limits of keys, users and teams; teams and their members; the
-self-service keys; and the audit log every change is recorded in."""
+self-service keys. Each change is recorded in the audit log (:mod:`apps.governance.audit`)."""
 
 import math
 from collections.abc import Iterable
@@ -11,14 +11,13 @@ from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Model
 from django.utils import timezone
 
 from apps.accounts.models import APIKey, Team, TeamMembership, TeamRole
 from apps.accounts.services import api_key_create, api_key_revoke, api_key_update
-from apps.governance.models import LIMIT_FIELDS, AuditEntry, BudgetPeriod, Limits
+from apps.governance.audit import audit_record, json_ready
+from apps.governance.models import LIMIT_FIELDS, BudgetPeriod, Limits
 from apps.governance.selectors import limits_holder_field, limits_of, team_of_member
-from contextos.context import current_request_id
 from contextos.exceptions import Conflict, ValidationFailed
 
 # The largest value a PositiveIntegerField holds in PostgreSQL.
@@ -29,43 +28,6 @@ MAX_BUDGET = Decimal("99999999.999999")
 # tells whether one budget is within another.
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 31, "total": math.inf}
 _INT_LIMITS = ("rpm_limit", "tpm_limit", "max_parallel_requests")
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    return value
-
-
-def audit_record(
-    *,
-    action: str,
-    target: Model,
-    actor: AbstractBaseUser | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    request_id: str = "",
-    target_type: str | None = None,
-) -> AuditEntry:
-    """Record that ``actor`` (None: a command or the system) did ``action`` to ``target``.
-
-    ``before`` and ``after`` hold the values that changed (JSON-ready: decimals and
-    times become strings); the request id is the current request's unless given.
-    """
-    return AuditEntry.objects.create(
-        actor=actor if actor is not None and getattr(actor, "pk", None) is not None else None,
-        action=action,
-        target_type=target_type or target._meta.model_name,
-        target_id=str(target.pk),
-        target_repr=str(target)[:200],
-        before=None if before is None else {k: _json(v) for k, v in before.items()},
-        after=None if after is None else {k: _json(v) for k, v in after.items()},
-        request_id=(request_id or current_request_id() or "")[:64],
-    )
 
 
 # Limits
@@ -273,7 +235,7 @@ def key_issue(
     if expires_at is not None and expires_at <= timezone.now():
         raise _invalid("expires_at", "Must be in the future.")
     proposed = {**limits_as_dict(None), **{f: _clean_limit(f, v) for f, v in given.items()}}
-    proposed["budget_usd"] = _json(proposed["budget_usd"])
+    proposed["budget_usd"] = json_ready(proposed["budget_usd"])
     _budget_period_alone(proposed, given)
     problems: dict[str, str] = {}
     for whose, bound in _caller_bounds(user=user, caller_key=caller_key, team=team):
@@ -281,18 +243,8 @@ def key_issue(
             problems.setdefault(field, reason)
     _refuse_looser(problems)
     with transaction.atomic():
-        api_key, raw_key = api_key_create(user=user, name=name, expires_at=expires_at, team=team)
-        audit_record(
-            action="key.create",
-            target=api_key,
-            actor=user,
-            after={
-                "user": user.get_username(),
-                "name": name,
-                "prefix": api_key.prefix,
-                "team": team.name if team else None,
-                "expires_at": expires_at,
-            },
+        api_key, raw_key = api_key_create(
+            user=user, name=name, expires_at=expires_at, team=team, actor=user
         )
         if given:
             limits_set(holder=api_key, changes=given, actor=user)
@@ -312,7 +264,7 @@ def key_change(
     limits = limits or {}
     current = limits_as_dict(limits_of(api_key))
     proposed = {**current, **{f: _clean_limit(f, v) for f, v in limits.items()}}
-    proposed["budget_usd"] = _json(proposed["budget_usd"])
+    proposed["budget_usd"] = json_ready(proposed["budget_usd"])
     _budget_period_alone(proposed, limits)
     problems = _looser(proposed, limits, current, whose="this key now")
     # Lifting a limit the key does not have changes nothing: only values set are bounded.
@@ -323,33 +275,24 @@ def key_change(
     _refuse_looser(problems)
     with transaction.atomic():
         if name is not None and name != api_key.name:
-            before = {"name": api_key.name}
-            api_key_update(api_key=api_key, name=name, expires_at=api_key.expires_at)
-            audit_record(
-                action="key.update",
-                target=api_key,
-                actor=actor,
-                before=before,
-                after={"name": name},
-            )
+            api_key_update(api_key=api_key, name=name, expires_at=api_key.expires_at, actor=actor)
         if limits:
             limits_set(holder=api_key, changes=limits, actor=actor)
     return api_key
 
 
 def key_revoke(*, api_key: APIKey, actor: AbstractBaseUser | None = None) -> APIKey:
-    """Revoke ``api_key`` (it stops working in every process at its next request)."""
-    with transaction.atomic():
-        was_revoked = api_key.revoked_at is not None
-        api_key = api_key_revoke(api_key=api_key)
-        if not was_revoked:
-            audit_record(
-                action="key.revoke",
-                target=api_key,
-                actor=actor,
-                before={"revoked_at": None},
-                after={"revoked_at": api_key.revoked_at},
-            )
+    """Revoke ``api_key`` (it stops working in every process at its next request).
+
+    The keys API promises that revoking a revoked key changes nothing: it is answered
+    with the key as it stands, and nothing is recorded.
+    """
+    try:
+        return api_key_revoke(api_key=api_key, actor=actor)
+    except Conflict as error:
+        if error.code != "already_revoked":
+            raise
+    api_key.refresh_from_db()
     return api_key
 
 

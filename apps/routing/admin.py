@@ -5,6 +5,9 @@ key) and lists and pages show only its last four characters; the encrypted colum
 is never shown. Each deployment shows its live state: cooling down until (the
 breaker in Redis), and its failures and median latency over the last 15 minutes
 (from the attempts recorded on AI interactions).
+
+Rows are saved and deleted through the routing services, which record every change in the
+audit log.
 """
 
 import statistics
@@ -24,6 +27,14 @@ from django.utils.formats import date_format
 from apps.ai_interactions.models import AIInteraction
 from apps.routing import cooldown
 from apps.routing.models import Deployment, Provider, Route
+from apps.routing.services import (
+    deployment_delete,
+    deployment_save,
+    provider_delete,
+    provider_save,
+    route_delete,
+    route_save,
+)
 
 # The window of a deployment's failures and p50 latency.
 LIVE_WINDOW = timedelta(minutes=15)
@@ -86,11 +97,17 @@ class ProviderAdmin(admin.ModelAdmin):
         return provider.api_key_last_four or "none"
 
     def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
-        if form.cleaned_data.get("api_key"):
-            obj.set_api_key(form.cleaned_data["api_key"])
-        elif form.cleaned_data.get("clear_api_key"):
-            obj.set_api_key("")
-        super().save_model(request, obj, form, change)
+        api_key = form.cleaned_data.get("api_key") or None
+        if api_key is None and form.cleaned_data.get("clear_api_key"):
+            api_key = ""
+        provider_save(provider=obj, api_key=api_key, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Provider) -> None:
+        provider_delete(provider=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            provider_delete(provider=provider, actor=request.user)
 
 
 # --- Routes ----------------------------------------------------------------------------
@@ -151,6 +168,23 @@ class RouteAdmin(admin.ModelAdmin):
     @admin.display(description="deployments", ordering="deployment_total")
     def deployment_count(self, route: Route) -> int:
         return route.deployment_total
+
+    def save_model(self, request: HttpRequest, obj: Route, form: Any, change: bool) -> None:
+        route_save(route=obj, actor=request.user)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        deployments = formset.save(commit=False)
+        for deployment in formset.deleted_objects:
+            deployment_delete(deployment=deployment, actor=request.user)
+        for deployment in deployments:
+            deployment_save(deployment=deployment, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Route) -> None:
+        route_delete(route=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
+        for route in queryset:
+            route_delete(route=route, actor=request.user)
 
 
 # --- Deployments -----------------------------------------------------------------------
@@ -289,6 +323,16 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return DeploymentChangeList
+
+    def save_model(self, request: HttpRequest, obj: Deployment, form: Any, change: bool) -> None:
+        deployment_save(deployment=obj, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Deployment) -> None:
+        deployment_delete(deployment=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        for deployment in queryset.select_related("route", "provider"):
+            deployment_delete(deployment=deployment, actor=request.user)
 
     @admin.display(description="input $/Mtok", ordering="input_price_per_mtok")
     def input_price(self, deployment: Deployment) -> str:

@@ -1,4 +1,8 @@
-"""Making the routing tables match a file (``manage.py sync_models``).
+"""Writes of the routing tables: making them match a file (``manage.py sync_models``), and
+saving or deleting one provider, route or deployment (the admin).
+
+Every row created, changed or removed is recorded in the audit log with its values before
+and after; a provider's key never is: only that it changed, and its last four characters.
 
 The file (YAML, see ``docs/models.example.yaml``) lists providers and routes, each
 route with its deployments. A provider's ``api_key`` may only be an
@@ -18,8 +22,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from apps.governance.audit import audit_record
 from apps.routing.models import Deployment, Provider, ProviderKind, Route, Strategy
 from apps.routing.secrets import UnreadableKey
 from apps.routing.table import routing_bootstrap
@@ -118,21 +124,28 @@ _DEPLOYMENT_FIELDS = (
 )
 
 
-def models_sync(document: Any, *, dry_run: bool = False, prune: bool = False) -> list[str]:
+def models_sync(
+    document: Any,
+    *,
+    dry_run: bool = False,
+    prune: bool = False,
+    actor: AbstractBaseUser | None = None,
+) -> list[str]:
     """Make providers, routes and deployments match ``document`` (a parsed models file).
 
     Returns one line per row created, changed or removed, or ``["No changes."]``.
     Raises :class:`ModelsFileInvalid` (nothing written) when the document is not valid,
     names an unknown provider or route, writes a key in the file, or references an
     environment variable that is not set. With ``dry_run`` the lines are the same and
-    nothing is written; every write happens in one transaction.
+    nothing is written (nor audited); every write happens in one transaction, each row
+    changed recorded in the audit log as done by ``actor`` (None: the command).
     """
     with transaction.atomic():
         if not Provider.objects.exists():
             # The built-in echo models (and release-1 settings) exist, so they are kept.
             routing_bootstrap()
         providers, routes = _parse(document, prune=prune)
-        lines = _apply(providers, routes, prune=prune)
+        lines = _apply(providers, routes, prune=prune, actor=actor)
         if dry_run:
             transaction.set_rollback(True)
     return lines or [NO_CHANGES]
@@ -435,7 +448,13 @@ def _key_differs(provider: Provider, key: str) -> bool:
         return True  # unreadable with the current secret: setting it again repairs it
 
 
-def _apply(providers: list[_ProviderSpec], routes: list[_RouteSpec], *, prune: bool) -> list[str]:
+def _apply(
+    providers: list[_ProviderSpec],
+    routes: list[_RouteSpec],
+    *,
+    prune: bool,
+    actor: AbstractBaseUser | None,
+) -> list[str]:
     lines: list[str] = []
     rows = {p.name: p for p in Provider.objects.select_for_update()}
     for spec in providers:
@@ -444,8 +463,7 @@ def _apply(providers: list[_ProviderSpec], routes: list[_RouteSpec], *, prune: b
             provider = Provider(name=spec.name)
             _differences(provider, spec, _PROVIDER_FIELDS)
             provider.extra_headers = spec.extra_headers
-            provider.set_api_key(spec.api_key)
-            provider.save()
+            provider_save(provider=provider, api_key=spec.api_key, actor=actor)
             rows[spec.name] = provider
             lines.append(f"Created provider {spec.name}")
             continue
@@ -456,11 +474,13 @@ def _apply(providers: list[_ProviderSpec], routes: list[_RouteSpec], *, prune: b
                 f"extra_headers changed ({', '.join(sorted(spec.extra_headers)) or 'none'})"
             )
             provider.extra_headers = spec.extra_headers
-        if _key_differs(provider, spec.api_key):
+        key_changed = _key_differs(provider, spec.api_key)
+        if key_changed:
             changes.append("api key changed")
-            provider.set_api_key(spec.api_key)
         if changes:
-            provider.save()
+            provider_save(
+                provider=provider, api_key=spec.api_key if key_changed else None, actor=actor
+            )
             lines.append(f"Changed provider {spec.name} ({', '.join(changes)})")
 
     route_rows = {r.name: r for r in Route.objects.select_for_update()}
@@ -469,13 +489,13 @@ def _apply(providers: list[_ProviderSpec], routes: list[_RouteSpec], *, prune: b
         if route is None:
             route = Route(name=spec.name)
             _differences(route, spec, _ROUTE_FIELDS)
-            route.save()
+            route_save(route=route, actor=actor)
             route_rows[spec.name] = route
             lines.append(f"Created route {spec.name}")
             continue
         changes = _differences(route, spec, _ROUTE_FIELDS)
         if changes:
-            route.save()
+            route_save(route=route, actor=actor)
             lines.append(f"Changed route {spec.name} ({', '.join(changes)})")
 
     existing = {
@@ -496,12 +516,12 @@ def _apply(providers: list[_ProviderSpec], routes: list[_RouteSpec], *, prune: b
                     model=spec.model,
                 )
                 _differences(deployment, spec, _DEPLOYMENT_FIELDS)
-                deployment.save()
+                deployment_save(deployment=deployment, actor=actor)
                 lines.append(f"Created deployment {label}")
                 continue
             changes = _differences(deployment, spec, _DEPLOYMENT_FIELDS)
             if changes:
-                deployment.save()
+                deployment_save(deployment=deployment, actor=actor)
                 lines.append(f"Changed deployment {label} ({', '.join(changes)})")
 
     if prune:
@@ -509,21 +529,229 @@ def _apply(providers: list[_ProviderSpec], routes: list[_RouteSpec], *, prune: b
             deployments=[d for identity, d in existing.items() if identity not in wanted],
             routes=[r for name, r in route_rows.items() if name not in {s.name for s in routes}],
             providers=[p for name, p in rows.items() if name not in {s.name for s in providers}],
+            actor=actor,
         )
     return lines
 
 
 def _prune(
-    *, deployments: list[Deployment], routes: list[Route], providers: list[Provider]
+    *,
+    deployments: list[Deployment],
+    routes: list[Route],
+    providers: list[Provider],
+    actor: AbstractBaseUser | None,
 ) -> list[str]:
     lines = []
     for deployment in sorted(deployments, key=lambda d: (d.route.name, d.label)):
         lines.append(f"Removed deployment {deployment.route.name}: {deployment.label}")
-        deployment.delete()
+        deployment_delete(deployment=deployment, actor=actor)
     for route in sorted(routes, key=lambda r: r.name):
         lines.append(f"Removed route {route.name}")
-        route.delete()
+        route_delete(route=route, actor=actor)
     for provider in sorted(providers, key=lambda p: p.name):
         lines.append(f"Removed provider {provider.name}")
-        provider.delete()
+        provider_delete(provider=provider, actor=actor)
     return lines
+
+
+# --- One row at a time (the admin, and the sync above) --------------------------------
+
+
+def provider_values(provider: Provider) -> dict[str, Any]:
+    """A provider as the audit log records it. Its key never: only its last four
+    characters. Its extra headers' values may be credentials too: only their names."""
+    headers = provider.extra_headers
+    return {
+        "name": provider.name,
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "timeout": provider.timeout,
+        "max_attempts": provider.max_attempts,
+        "extra_headers": sorted(headers) if isinstance(headers, dict) else [],
+        "enabled": provider.enabled,
+        "api_key_last_four": provider.api_key_last_four,
+    }
+
+
+def route_values(route: Route) -> dict[str, Any]:
+    """A route as the audit log records it."""
+    return {
+        "name": route.name,
+        "strategy": route.strategy,
+        "fallbacks": list(route.fallbacks or []),
+    }
+
+
+def _price_text(value: Any) -> str:
+    return str(Decimal(str(value)).quantize(_PRICE_PLACES))
+
+
+def deployment_values(deployment: Deployment) -> dict[str, Any]:
+    """A deployment as the audit log records it (prices as text with six decimals)."""
+    return {
+        "route": deployment.route.name,
+        "provider": deployment.provider.name,
+        "model": deployment.model,
+        "weight": deployment.weight,
+        "priority": deployment.priority,
+        "input_price_per_mtok": _price_text(deployment.input_price_per_mtok),
+        "output_price_per_mtok": _price_text(deployment.output_price_per_mtok),
+        "context_window": deployment.context_window,
+        "rpm": deployment.rpm,
+        "tpm": deployment.tpm,
+        "enabled": deployment.enabled,
+    }
+
+
+def _deployments_of(**lookup: Any) -> list[str]:
+    return [
+        str(deployment)
+        for deployment in Deployment.objects.filter(**lookup).select_related("route", "provider")
+    ]
+
+
+def _record_save(
+    *,
+    kind: str,
+    target: Provider | Route | Deployment,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    actor: AbstractBaseUser | None,
+    secrets_changed: dict[str, bool] | None = None,
+) -> None:
+    """Record ``kind.create`` with every value, or ``kind.update`` with the values that
+    changed (nothing when none did). ``secrets_changed`` flags values never recorded
+    (``api_key_changed``...) that changed, with the fields that stand for them."""
+    if before is None:
+        audit_record(action=f"{kind}.create", target=target, actor=actor, after=after)
+        return
+    flags = {name: True for name, changed in (secrets_changed or {}).items() if changed}
+    fields = [field for field in after if before.get(field) != after[field]]
+    if "api_key_changed" in flags and "api_key_last_four" not in fields:
+        fields.append("api_key_last_four")
+    if "extra_header_values_changed" in flags and "extra_headers" not in fields:
+        fields.append("extra_headers")
+    if not fields and not flags:
+        return
+    audit_record(
+        action=f"{kind}.update",
+        target=target,
+        actor=actor,
+        before={field: before.get(field) for field in fields},
+        after={**{field: after[field] for field in fields}, **flags},
+    )
+
+
+def provider_save(
+    *, provider: Provider, api_key: str | None = None, actor: AbstractBaseUser | None = None
+) -> Provider:
+    """Create ``provider`` or save the changes made to it, and record them in the audit log.
+
+    ``api_key``: None keeps the provider's key, ``""`` removes it, anything else replaces
+    it (stored encrypted; the audit log records only that it changed and its last four
+    characters).
+    """
+    with transaction.atomic():
+        stored = (
+            None
+            if provider._state.adding
+            else Provider.objects.select_for_update().filter(pk=provider.pk).first()
+        )
+        if stored is None:
+            key_changed = bool(api_key)
+        else:
+            key_changed = api_key is not None and _key_differs(stored, api_key)
+        if key_changed:
+            provider.set_api_key(api_key)
+        provider.save()
+        _record_save(
+            kind="provider",
+            target=provider,
+            before=None if stored is None else provider_values(stored),
+            after=provider_values(provider),
+            actor=actor,
+            secrets_changed={
+                "api_key_changed": key_changed,
+                "extra_header_values_changed": stored is not None
+                and (stored.extra_headers or {}) != (provider.extra_headers or {}),
+            },
+        )
+    return provider
+
+
+def route_save(*, route: Route, actor: AbstractBaseUser | None = None) -> Route:
+    """Create ``route`` or save the changes made to it, and record them in the audit log."""
+    with transaction.atomic():
+        stored = (
+            None
+            if route._state.adding
+            else Route.objects.select_for_update().filter(pk=route.pk).first()
+        )
+        route.save()
+        _record_save(
+            kind="route",
+            target=route,
+            before=None if stored is None else route_values(stored),
+            after=route_values(route),
+            actor=actor,
+        )
+    return route
+
+
+def deployment_save(*, deployment: Deployment, actor: AbstractBaseUser | None = None) -> Deployment:
+    """Create ``deployment`` or save the changes made to it, and record them in the audit
+    log."""
+    with transaction.atomic():
+        stored = (
+            None
+            if deployment._state.adding
+            else Deployment.objects.select_for_update()
+            .select_related("route", "provider")
+            .filter(pk=deployment.pk)
+            .first()
+        )
+        deployment.save()
+        _record_save(
+            kind="deployment",
+            target=deployment,
+            before=None if stored is None else deployment_values(stored),
+            after=deployment_values(deployment),
+            actor=actor,
+        )
+    return deployment
+
+
+def provider_delete(*, provider: Provider, actor: AbstractBaseUser | None = None) -> None:
+    """Delete ``provider`` with its deployments; the audit log keeps what they were."""
+    with transaction.atomic():
+        audit_record(
+            action="provider.delete",
+            target=provider,
+            actor=actor,
+            before={**provider_values(provider), "deployments": _deployments_of(provider=provider)},
+        )
+        provider.delete()
+
+
+def route_delete(*, route: Route, actor: AbstractBaseUser | None = None) -> None:
+    """Delete ``route`` with its deployments; the audit log keeps what they were."""
+    with transaction.atomic():
+        audit_record(
+            action="route.delete",
+            target=route,
+            actor=actor,
+            before={**route_values(route), "deployments": _deployments_of(route=route)},
+        )
+        route.delete()
+
+
+def deployment_delete(*, deployment: Deployment, actor: AbstractBaseUser | None = None) -> None:
+    """Delete ``deployment``; the audit log keeps what it was."""
+    with transaction.atomic():
+        audit_record(
+            action="deployment.delete",
+            target=deployment,
+            actor=actor,
+            before=deployment_values(deployment),
+        )
+        deployment.delete()

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from apps.governance.audit import audit_record
 from apps.tasks import metrics
 from apps.tasks.models import (
     FINISHED_STATUSES,
@@ -153,18 +154,21 @@ def _replay(task: Task, fingerprint: str) -> Task:
     return task
 
 
-def task_cancel(*, task: Task) -> Task:
+def task_cancel(*, task: Task, actor: AbstractBaseUser | None = None) -> Task:
     """Cancel ``task``: a queued one never runs; a running one stops at its next checkpoint.
 
     A running task that has not stopped after ``TASK_CANCEL_GRACE_SECONDS`` is
-    terminated. Cancelling a running task again is harmless; cancelling a
-    finished one (cancelled included) is a conflict.
+    terminated. Cancelling a running task again is harmless (and not recorded again);
+    cancelling a finished one (cancelled included) is a conflict. A cancellation is
+    recorded in the audit log as done by ``actor`` (None: a command or the system).
     """
     now = timezone.now()
     with transaction.atomic():
+        before = None
         if Task.objects.filter(pk=task.pk, status=TaskStatus.QUEUED).update(
             status=TaskStatus.CANCELLED, cancel_requested_at=now, finished_at=now
         ):
+            before = {"status": TaskStatus.QUEUED, "cancel_requested_at": None}
             # The worker's claim would refuse it anyway; revoking saves the delivery.
             celery_task_id = task.celery_task_id
             transaction.on_commit(lambda: _revoke(celery_task_id, terminate=False))
@@ -174,6 +178,7 @@ def task_cancel(*, task: Task) -> Task:
         elif Task.objects.filter(
             pk=task.pk, status=TaskStatus.RUNNING, cancel_requested_at__isnull=True
         ).update(cancel_requested_at=now):
+            before = {"status": TaskStatus.RUNNING, "cancel_requested_at": None}
             args = [str(task.pk), task.celery_task_id]
             transaction.on_commit(
                 lambda: _enforce_cancel_later(args, settings.TASK_CANCEL_GRACE_SECONDS)
@@ -187,6 +192,14 @@ def task_cancel(*, task: Task) -> Task:
                     details={"status": task.status},
                 )
         task.refresh_from_db()
+        if before is not None:
+            audit_record(
+                action="task.cancel",
+                target=task,
+                actor=actor,
+                before=before,
+                after={"status": task.status, "cancel_requested_at": task.cancel_requested_at},
+            )
     return task
 
 
@@ -255,8 +268,12 @@ def _reset_for_new_attempt(task: Task) -> None:
 
 
 @transaction.atomic
-def task_retry(*, task: Task) -> Task:
-    """Run a failed or cancelled task again as its next attempt, keeping the last one's record."""
+def task_retry(*, task: Task, actor: AbstractBaseUser | None = None) -> Task:
+    """Run a failed or cancelled task again as its next attempt, keeping the last one's record.
+
+    The retry is recorded in the audit log as done by ``actor`` (None: a command or the
+    system).
+    """
     task = Task.objects.select_for_update().get(pk=task.pk)
     if task.status not in RETRYABLE_STATUSES:
         raise Conflict(
@@ -264,9 +281,17 @@ def task_retry(*, task: Task) -> Task:
             code="task_not_retryable",
             details={"status": task.status},
         )
+    before = {"status": task.status, "attempt": task.attempt}
     _archive_attempt(task)
     _reset_for_new_attempt(task)
     _publish_on_commit(task)
+    audit_record(
+        action="task.retry",
+        target=task,
+        actor=actor,
+        before=before,
+        after={"status": task.status, "attempt": task.attempt},
+    )
     return task
 
 

@@ -159,7 +159,9 @@ class TaskViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        return self._render(task_cancel(task=self.get_object()), status.HTTP_202_ACCEPTED)
+        return self._render(
+            task_cancel(task=self.get_object(), actor=request.user), status.HTTP_202_ACCEPTED
+        )
 
     @extend_schema(
         summary="Retry a failed or cancelled task",
@@ -170,4 +172,6 @@ class TaskViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        return self._render(task_retry(task=self.get_object()), status.HTTP_202_ACCEPTED)
+        return self._render(
+            task_retry(task=self.get_object(), actor=request.user), status.HTTP_202_ACCEPTED
+        )

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.accounts.selectors import api_key_list
 from apps.accounts.services import api_key_revoke
+from contextos.exceptions import Conflict
 
 
 class Command(BaseCommand):
@@ -21,6 +22,17 @@ class Command(BaseCommand):
             raise CommandError(f"No API key with prefix {prefix!r}.")
         if len(matches) > 1:
             raise CommandError(f"Prefix {prefix!r} matches more than one key; give more of it.")
-        api_key = api_key_revoke(api_key=matches[0])
+        api_key = matches[0]
+        try:
+            api_key_revoke(api_key=api_key)
+        except Conflict as error:
+            if error.code != "already_revoked":
+                raise CommandError(error.message) from None
+            when = f"{api_key.revoked_at:%Y-%m-%d %H:%M:%S}"
+            self.stdout.write(
+                f"{api_key.prefix} ({api_key.user.username}) was already revoked at {when} UTC; "
+                "nothing changed."
+            )
+            return
         when = f"{api_key.revoked_at:%Y-%m-%d %H:%M:%S}"
         self.stdout.write(f"Revoked {api_key.prefix} ({api_key.user.username}) at {when} UTC.")
