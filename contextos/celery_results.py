@@ -6,8 +6,13 @@ half of a small task's time in a worker (profiled). One autocommitted
 ``INSERT ... ON CONFLICT (task_id) DO UPDATE`` writes the same row (PostgreSQL
 and SQLite both speak it); the rows, the admin and ``AsyncResult`` are
 unchanged.
+
+A task may return a :class:`RecordedOutcome` to have its row tell the outcome of
+the work it ran rather than its own: ``tasks.execute`` runs ContextOS task types,
+and its row says FAILURE for a failed one under the type's name.
 """
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -52,6 +57,22 @@ def upsert_task_result(task_id: str, fields: dict[str, Any], using: str = "defau
         cursor.execute(sql, params)
 
 
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """A task's return value naming the state and task name its result row records.
+
+    Celery records every return as SUCCESS under the Celery task's name. A task that
+    ran work which failed or was cancelled returns this instead of raising, so that
+    Celery neither retries it nor logs a traceback for an expected outcome, and its
+    row still says FAILURE or REVOKED. ``result`` is what the row holds: an exception
+    for FAILURE and REVOKED, as Celery stores them.
+    """
+
+    state: str
+    name: str
+    result: Any = None
+
+
 class UpsertDatabaseBackend(DatabaseBackend):
     def _store_result(
         self,
@@ -62,6 +83,10 @@ class UpsertDatabaseBackend(DatabaseBackend):
         request: Any = None,
         using: str | None = None,
     ) -> Any:
+        task_name = None
+        if isinstance(result, RecordedOutcome):
+            status, task_name = result.state, result.name
+            result = self.encode_result(result.result, status)
         content_type, content_encoding, encoded = self.encode_content(result)
         meta = {
             **self._get_meta_from_request(request),
@@ -78,6 +103,8 @@ class UpsertDatabaseBackend(DatabaseBackend):
             # Kept even when no request came with the state (the stock backend drops it).
             "traceback": traceback,
         }
+        if task_name:
+            fields["task_name"] = task_name
         if status == states.STARTED:
             fields["date_started"] = timezone.now()
         upsert_task_result(task_id, fields, using or "default")

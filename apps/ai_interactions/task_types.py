@@ -7,7 +7,7 @@ from apps.ai_interactions.models import AIInteraction, InteractionMode, Interact
 from apps.ai_interactions.providers.base import ProviderCallError
 from apps.ai_interactions.services import GENERATE_TASK_TYPE, interaction_create, interaction_run
 from apps.governance.limits import check_model, scopes_for
-from apps.tasks.execution import TaskContext
+from apps.tasks.execution import TaskContext, TaskFailure
 from apps.tasks.registry import register
 
 PARAMS_SCHEMA = {
@@ -29,6 +29,10 @@ PARAMS_SCHEMA = {
 
 class ProviderUnavailable(Exception):
     """A retryable provider failure: the task tries again later, with backoff."""
+
+
+class AllPromptsFailed(TaskFailure):
+    """Not one prompt of a batch was answered: the batch fails, its result still listing them."""
 
 
 @register(
@@ -75,7 +79,8 @@ def batch_admit(*, params: dict[str, Any], owner: Any, api_key: Any) -> None:
     "ai.batch",
     description=(
         "Ask one model many prompts: one interaction per prompt, progress after each, "
-        "cancellable between prompts. The result lists the interactions and their statuses."
+        "cancellable between prompts. The result lists the interactions and their statuses "
+        "and counts the prompts answered and failed; a batch whose every prompt failed fails."
     ),
     params_schema={
         "type": "object",
@@ -97,7 +102,8 @@ def batch_admit(*, params: dict[str, Any], owner: Any, api_key: Any) -> None:
 )
 def batch(context: TaskContext) -> dict[str, Any]:
     prompts = context.params["prompts"]
-    results = []
+    results: list[dict[str, Any]] = []
+    answered = 0
     for number, prompt in enumerate(prompts, start=1):
         context.checkpoint()
         try:
@@ -110,10 +116,28 @@ def batch(context: TaskContext) -> dict[str, Any]:
                 mode=InteractionMode.BATCH,
                 use_cache=context.params["cache"],
                 metadata={"task_id": str(context.task_id), "index": number - 1},
+                task_id=context.task_id,
             )
             results.append({"id": str(interaction.pk), "status": interaction.status})
+            answered += interaction.status == InteractionStatus.SUCCEEDED
         except Exception as error:  # one failed prompt does not sink the batch
             interaction_id = getattr(error, "details", {}).get("interaction_id")
             results.append({"id": interaction_id, "status": InteractionStatus.FAILED})
-        context.progress(number, len(prompts), f"{number} of {len(prompts)} prompts answered")
-    return {"interactions": results}
+        context.progress(number, len(prompts), _summary(answered, number, len(prompts)))
+    failed = len(prompts) - answered
+    result = {
+        "interactions": results,
+        "prompts": len(prompts),
+        "answered": answered,
+        "failed": failed,
+        "summary": _summary(answered, len(prompts), len(prompts)),
+    }
+    if not answered:
+        raise AllPromptsFailed(f"{failed} of {len(prompts)} prompts failed", result=result)
+    return result
+
+
+def _summary(answered: int, asked: int, total: int) -> str:
+    """``2 of 3 prompts answered, 1 failed``: how many of the ``asked`` so far were answered."""
+    summary = f"{answered} of {total} prompts answered"
+    return f"{summary}, {asked - answered} failed" if asked > answered else summary

@@ -26,7 +26,7 @@ from django.db.models import Field
 from django.utils import timezone
 
 from apps.tasks import metrics
-from apps.tasks.models import Task, TaskStatus
+from apps.tasks.models import FINISHED_STATUSES, Task, TaskStatus
 from apps.tasks.registry import TaskType, get_task_type
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,19 @@ INSPECT_TIMEOUT = 1.0
 
 class TaskCancelled(Exception):
     """Raised at a checkpoint when the task was cancelled (or is no longer ours)."""
+
+
+class TaskFailure(Exception):
+    """Raised by a handler to end its task ``failed`` while keeping a result of its own.
+
+    An expected outcome, not a crash (a batch whose every prompt failed): the task
+    keeps ``result`` so that staff can follow what it did, and records no traceback.
+    Its error's ``type`` is the exception's class name, as for any failure.
+    """
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -119,11 +132,30 @@ class TaskContext:
 
 @dataclass(frozen=True)
 class Outcome:
+    """How a delivery left its task: the row's status, its type and error, and when to run
+    again after a transient error; ``skipped`` when its attempt has no outcome yet."""
+
     status: str
+    type_name: str = ""
+    error: dict[str, str] | None = None
     retry_in: float | None = None
 
 
 SKIPPED = Outcome("skipped")
+
+
+def recorded_outcome(*, task_id: UUID | str, celery_task_id: str) -> Outcome:
+    """The outcome the delivery's attempt has, written by another delivery or by recovery;
+    :data:`SKIPPED` while it has none (it runs elsewhere, or a later attempt replaced it)."""
+    row = (
+        Task.objects.filter(pk=task_id, celery_task_id=celery_task_id, status__in=FINISHED_STATUSES)
+        .values_list("status", "type", "error")
+        .first()
+    )
+    if row is None:
+        return SKIPPED
+    status, type_name, error = row
+    return Outcome(status, type_name=type_name, error=error)
 
 
 def _previous_run_alive(task: Task) -> bool:
@@ -247,12 +279,14 @@ def _update_running(task: Task, **values: Any) -> bool:
         return cursor.rowcount > 0
 
 
-def _finish(task: Task, status: str, **fields: Any) -> bool:
+def _finish(task: Task, status: str, **fields: Any) -> Outcome:
+    """End the attempt with ``status``; the outcome the row has afterwards (when the row is
+    no longer ours, whatever cancelled, reaped or took it over wrote)."""
     now = timezone.now()
-    finished = _update_running(task, status=status, finished_at=now, updated_at=now, **fields)
-    if finished:
-        metrics.task_finished(type_name=task.type, status=status)
-    return finished
+    if not _update_running(task, status=status, finished_at=now, updated_at=now, **fields):
+        return recorded_outcome(task_id=task.pk, celery_task_id=task.celery_task_id)
+    metrics.task_finished(type_name=task.type, status=status)
+    return Outcome(status, type_name=task.type, error=fields.get("error"))
 
 
 def _error(exc: BaseException, message: str | None = None) -> dict[str, str]:
@@ -272,12 +306,11 @@ def execute(
     task = claim(task_id=task_id, celery_task_id=celery_task_id, worker=worker)
     if task is None:
         logger.info("Task %s is not ours to run (already claimed or finished)", task_id)
-        return SKIPPED
+        return recorded_outcome(task_id=task_id, celery_task_id=celery_task_id)
     task_type = get_task_type(task.type)
     if task_type is None:
         error = {"message": f"Unknown task type {task.type!r}.", "type": "UnknownTaskType"}
-        _finish(task, TaskStatus.FAILED, error=error)
-        return Outcome(TaskStatus.FAILED)
+        return _finish(task, TaskStatus.FAILED, error=error)
 
     context = TaskContext(
         task_id=task.pk,
@@ -292,11 +325,20 @@ def execute(
         result = task_type.handler(context)
     except TaskCancelled:
         # Finishing fails harmlessly when the row is no longer ours (reaped, taken over).
-        _finish(task, TaskStatus.CANCELLED)
-        return Outcome(TaskStatus.CANCELLED)
+        return _finish(task, TaskStatus.CANCELLED)
     except SoftTimeLimitExceeded as exc:
-        _finish(task, TaskStatus.FAILED, error=_error(exc, "The task ran past its time limit."))
-        return Outcome(TaskStatus.FAILED)
+        return _finish(
+            task, TaskStatus.FAILED, error=_error(exc, "The task ran past its time limit.")
+        )
+    except TaskFailure as failure:
+        logger.warning("Task %s (%s) failed: %s", task.pk, task.type, failure)
+        return _finish(
+            task,
+            TaskStatus.FAILED,
+            error=_error(failure),
+            result=failure.result,
+            **_progress(context),
+        )
     except Exception as exc:
         transient = isinstance(exc, task_type.transient_errors)
         if transient and auto_retries < task_type.max_auto_retries:
@@ -313,17 +355,17 @@ def execute(
                     "message": f"Retrying in {delay:g} s after {exc.__class__.__name__}: {exc}",
                 },
             )
-            return Outcome(TaskStatus.QUEUED, retry_in=delay)
+            return Outcome(TaskStatus.QUEUED, type_name=task.type, retry_in=delay)
         logger.warning("Task %s (%s) failed: %s", task.pk, task.type, exc)
-        _finish(
+        return _finish(
             task,
             TaskStatus.FAILED,
             error=_error(exc),
             error_traceback="".join(traceback.format_exception(exc)),
         )
-        return Outcome(TaskStatus.FAILED)
-    outcome = {"result": result}
-    if context.latest is not None:
-        outcome["progress"] = context.latest
-    finished = _finish(task, TaskStatus.SUCCEEDED, **outcome)
-    return Outcome(TaskStatus.SUCCEEDED if finished else "superseded")
+    return _finish(task, TaskStatus.SUCCEEDED, result=result, **_progress(context))
+
+
+def _progress(context: TaskContext) -> dict[str, Any]:
+    """The last progress the handler reported, for the finishing write (none: left as is)."""
+    return {} if context.latest is None else {"progress": context.latest}

@@ -125,7 +125,7 @@ def test_async_interactions_and_batches_keep_prompts_out_of_celery_results(
         timeout=10,
         message="no Celery result rows",
     )
-    assert {row.task_name for row in rows} == {"tasks.execute"}
+    assert {row.task_name for row in rows} == {"ai.generate", "ai.batch"}
     for row in rows:
         stored = " ".join(
             str(value)
