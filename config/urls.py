@@ -10,6 +10,9 @@ from contextos import views as kernel_views
 admin.site.site_header = "ContextOS administration"
 admin.site.site_title = "ContextOS admin"
 admin.site.index_title = "Operations"
+# Lists and detail pages take the whole width of a 1400 px screen; the app list is on
+# the dashboard (the index) and in the breadcrumbs.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("", home.home, name="home"),

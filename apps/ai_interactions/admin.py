@@ -2,16 +2,32 @@
 
 import csv
 import json
+from typing import Any
 
 from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from apps.ai_interactions.catalog import model_list
-from apps.ai_interactions.models import AIInteraction
+from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.ai_interactions.services import interaction_retry
-from contextos.admin import RecordAdmin, as_uuid, json_display, owned_by_username
+from contextos.admin import (
+    OwnerFilter,
+    RecordAction,
+    RecordAdmin,
+    as_uuid,
+    duration,
+    id_filter,
+    json_display,
+    moment,
+    money,
+    owned_by_username,
+    preview,
+    short_id,
+    status_badge,
+)
 
 CSV_COLUMNS = (
     "id",
@@ -71,18 +87,38 @@ class _Echo:
 @admin.register(AIInteraction)
 class AIInteractionAdmin(RecordAdmin):
     list_display = (
-        "created_at",
+        "short_interaction_id",
+        "created",
         "owner",
-        "status",
-        "provider",
-        "model",
-        "cached",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "latency_ms",
+        "status_shown",
+        "model_shown",
+        "cache",
+        "tokens",
+        "cost",
+        "latency",
+        "summary",
     )
-    list_filter = ("status", "kind", ProviderFilter, ModelFilter, "cached", "mode", "created_at")
+    sortable_by = ("created",)
+    list_display_links = ("short_interaction_id",)
+    list_filter = (
+        "status",
+        "kind",
+        ProviderFilter,
+        ModelFilter,
+        "cached",
+        "mode",
+        OwnerFilter,
+        id_filter("api_key", "api_key_id", "API key"),
+        id_filter("team", "team_id", "team"),
+        id_filter("task", "task_id", "task"),
+        "created_at",
+    )
+    list_totals: dict[str, Any] = {
+        "requests": Count("pk"),
+        "input_tokens": Sum("input_tokens"),
+        "output_tokens": Sum("output_tokens"),
+        "cost_usd": Sum("cost_usd"),
+    }
     search_fields = ("=id", "=prompt_hash", "=owner__username")
     search_help_text = "An interaction id, a prompt hash, or an owner's username."
     date_hierarchy = "created_at"
@@ -91,7 +127,19 @@ class AIInteractionAdmin(RecordAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("id", "owner", "status", "kind", "mode", "provider", "model", "cached")},
+            {
+                "fields": (
+                    "id",
+                    "owner",
+                    "kind",
+                    "mode",
+                    "provider",
+                    "model",
+                    "deployment",
+                    "fallback",
+                    "cache_shown",
+                )
+            },
         ),
         (
             "Conversation",
@@ -104,8 +152,8 @@ class AIInteractionAdmin(RecordAdmin):
                     "finish_reason",
                     "input_tokens",
                     "output_tokens",
-                    "cost_usd",
-                    "latency_ms",
+                    "cost",
+                    "latency",
                     "error_json",
                     "attempts_json",
                 )
@@ -116,6 +164,9 @@ class AIInteractionAdmin(RecordAdmin):
             {
                 "fields": (
                     "task",
+                    "api_key",
+                    "team",
+                    "tags",
                     "prompt_hash",
                     "metadata_json",
                     "created_at",
@@ -125,6 +176,92 @@ class AIInteractionAdmin(RecordAdmin):
             },
         ),
     )
+
+    def totals_shown(self, sums: dict[str, Any] | None, count: int) -> list[tuple[str, str]]:
+        if sums is None:
+            return super().totals_shown(sums, count)
+        return [
+            ("requests", f"{sums['requests']:,}"),
+            ("input tokens", f"{sums['input_tokens'] or 0:,}"),
+            ("output tokens", f"{sums['output_tokens'] or 0:,}"),
+            ("cost", money(sums["cost_usd"] or 0)),
+        ]
+
+    # --- The list
+
+    @admin.display(description="id", ordering="created_at")
+    def short_interaction_id(self, interaction: AIInteraction) -> str:
+        return short_id(interaction.pk)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, interaction: AIInteraction) -> str:
+        return moment(interaction.created_at)
+
+    @admin.display(description="status")
+    def status_shown(self, interaction: AIInteraction) -> str:
+        return status_badge(interaction.status)
+
+    @admin.display(description="model")
+    def model_shown(self, interaction: AIInteraction) -> str:
+        return format_html(
+            '<span class="nowrap" title="{}">{}</span>',
+            interaction.deployment or interaction.provider,
+            interaction.model,
+        )
+
+    @admin.display(description="cache")
+    def cache(self, interaction: AIInteraction) -> str:
+        return "hit" if interaction.cached else mark_safe('<span class="muted">miss</span>')
+
+    @admin.display(description="cached")
+    def cache_shown(self, interaction: AIInteraction) -> str:
+        return "yes, answered from the cache" if interaction.cached else "no"
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, interaction: AIInteraction) -> str:
+        return format_html(
+            '<span class="numeric">{} / {}</span>',
+            f"{interaction.input_tokens or 0:,}",
+            f"{interaction.output_tokens or 0:,}",
+        )
+
+    @admin.display(description="cost")
+    def cost(self, interaction: AIInteraction) -> str:
+        return money(interaction.cost_usd)
+
+    @admin.display(description="latency")
+    def latency(self, interaction: AIInteraction) -> str:
+        return duration(interaction.latency_ms)
+
+    @admin.display(description="prompt, or the error")
+    def summary(self, interaction: AIInteraction) -> str:
+        """The error of a failed call; the last message's text otherwise."""
+        if interaction.error:
+            return format_html(
+                '<span class="error-summary">{}</span>',
+                preview(interaction.error.get("message"), 36),
+            )
+        last = interaction.messages[-1] if interaction.messages else {}
+        content = last.get("content") if isinstance(last, dict) else None
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return preview(content if isinstance(content, str) else "", 36)
+
+    # --- The detail page
+
+    def record_actions(
+        self, request: HttpRequest, interaction: AIInteraction
+    ) -> list[RecordAction]:
+        if interaction.status != InteractionStatus.FAILED:
+            return []
+        return [
+            RecordAction(
+                "retry",
+                "Retry",
+                lambda interaction, actor: interaction_retry(interaction=interaction, actor=actor),
+                "Interaction {obj.pk} asked again.",
+            )
+        ]
 
     def search_filter(self, term: str) -> Q:
         if (interaction_id := as_uuid(term)) is not None:
@@ -159,7 +296,7 @@ class AIInteractionAdmin(RecordAdmin):
         self.apply_service(
             request,
             queryset,
-            lambda interaction: interaction_retry(interaction=interaction),
+            lambda interaction: interaction_retry(interaction=interaction, actor=request.user),
             "Retried {count} interaction(s).",
         )
 

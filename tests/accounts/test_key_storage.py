@@ -86,13 +86,15 @@ def test_admin_shows_a_new_key_once_and_stores_only_its_hash(client, staff_user)
     response = client.post(
         "/admin/accounts/apikey/add/",
         {"user": staff_user.pk, "name": "from admin", "expires_at_0": "", "expires_at_1": ""},
-        follow=True,
     )
     assert response.status_code == 200
-    messages = [str(m) for m in response.context["messages"]]
-    shown = [m for m in messages if m.startswith("New API key: ctx_")]
-    assert len(shown) == 1
-    raw_key = shown[0].split()[3]
+    page = response.content.decode()
+    raw_key = page.split('id="raw-key"')[1].split(">", 1)[1].split("<", 1)[0]
+    assert raw_key.startswith("ctx_")
+    assert "no-store" in response["Cache-Control"]
+    # Shown in the page only: no message, so nothing in the messages cookie.
+    assert "messages" not in response.cookies
+    assert all(raw_key not in morsel.value for morsel in client.cookies.values())
     api_key = APIKey.objects.get(name="from admin")
     assert api_key.key_hash == api_key_hash(raw_key)
     assert database_contains(raw_key) == []
@@ -103,7 +105,7 @@ def test_admin_shows_a_new_key_once_and_stores_only_its_hash(client, staff_user)
 
 
 @pytest.mark.django_db
-def test_admin_change_form_renames_and_expires_a_key_which_then_stops_working(
+def test_admin_key_page_is_read_only_and_its_revoke_button_stops_the_key(
     client, staff_user, user, client_for
 ):
     staff_user.is_superuser = True
@@ -111,15 +113,29 @@ def test_admin_change_form_renames_and_expires_a_key_which_then_stops_working(
     client.force_login(staff_user)
     api_key, raw_key = api_key_create(user=user, name="old name")
     assert client_for(raw_key).get("/api/v1/tasks/").status_code == 200
+    page = client.get(f"/admin/accounts/apikey/{api_key.pk}/change/").content.decode()
+    assert 'name="_save"' not in page
+    assert 'value="revoke"' in page
+    # The form's fields cannot be posted either.
+    refused = client.post(f"/admin/accounts/apikey/{api_key.pk}/change/", {"name": "new name"})
+    assert refused.status_code == 403
 
     response = client.post(
-        f"/admin/accounts/apikey/{api_key.pk}/change/",
-        {"name": "new name", "expires_at_0": "2020-01-01", "expires_at_1": "00:00:00"},
+        f"/admin/accounts/apikey/{api_key.pk}/act/", {"record_action": "revoke"}, follow=True
     )
 
-    assert response.status_code == 302
+    assert response.redirect_chain[-1][0] == f"/admin/accounts/apikey/{api_key.pk}/change/"
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == [f"API key {api_key.prefix} revoked: it is refused from now on."]
     api_key.refresh_from_db()
-    assert api_key.name == "new name"
-    assert api_key.expires_at is not None
-    assert api_key.key_hash == api_key_hash(raw_key)
+    assert api_key.name == "old name"
+    assert api_key.revoked_at is not None
+    assert 'value="revoke"' not in response.content.decode()
     assert client_for(raw_key).get("/api/v1/tasks/").status_code == 401
+    # Revoking again (a stale page) says so and changes nothing.
+    again = client.post(
+        f"/admin/accounts/apikey/{api_key.pk}/act/", {"record_action": "revoke"}, follow=True
+    )
+    assert [str(m) for m in again.context["messages"]] == [
+        "“revoke” is not possible for this record now."
+    ]
