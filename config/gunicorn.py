@@ -1,7 +1,8 @@
 """gunicorn settings that its command-line flags cannot express (``scripts/start-web``).
 
 gunicorn's own error and access lines use the app's log format (one JSON object
-per line in production), each access line with the request id of its response;
+per line in production), each access line with the request id of its response,
+and are scrubbed of secrets as the app's are (no Basic user name either);
 worker processes send their shared metric counts in batches (sending what is
 left when they exit); and a worker process that exits is forgotten by the
 multi-process metrics.
@@ -15,18 +16,22 @@ from gunicorn import glogging
 from prometheus_client import multiprocess
 
 from contextos.context import request_id_var
-from contextos.logging import ContextFilter, JSONFormatter
+from contextos.logging import ContextFilter, JSONFormatter, scrub_handlers
 
 
 class Logger(glogging.Logger):
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        if settings.LOG_FORMAT != "json":
-            return
         for log in (self.error_log, self.access_log):
-            for handler in log.handlers:
-                handler.setFormatter(JSONFormatter())
-                handler.addFilter(ContextFilter())
+            if settings.LOG_FORMAT == "json":
+                for handler in log.handlers:
+                    handler.setFormatter(JSONFormatter())
+                    handler.addFilter(ContextFilter())
+            scrub_handlers(log)
+
+    def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict:
+        # The user field (``%(u)s``) is the name in Basic credentials: a key sent that way.
+        return {**super().atoms(resp, req, environ, request_time), "u": "-"}
 
     def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
         # A streamed response is logged after the request's context has ended.

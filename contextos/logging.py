@@ -1,12 +1,16 @@
-"""Log records that carry the request id (and, in workers, the task id and name).
+"""Log records that carry the request id (and, in workers, the task id and name), and
+carry no secret.
 
 Development logs are human-readable; production logs are one JSON object per line.
 The request id of the API call that queued a task travels in the task's headers,
-so the task's log lines carry it too.
+so the task's log lines carry it too. Every line, Django's, gunicorn's and Celery's,
+is scrubbed of API keys, credentials in query strings and Basic credentials
+(``scrub``) after it is formatted, whatever put them in it.
 """
 
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -27,6 +31,55 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__d
     "task_id",
     "task_name",
 }
+
+
+# What is replaced in every log line: an API key (its public prefix is kept, as the admin
+# shows it), the value of a credential-like query parameter, and Basic or Bearer
+# credentials however they are quoted.
+_SECRETS = (
+    (re.compile(r"(ctx_[A-Za-z0-9]{8})[A-Za-z0-9]{4,}"), r"\1[redacted]"),
+    (
+        re.compile(
+            r"(?i)((?:^|[?&;\s\"'])(?:api[_-]?key|key|token|access[_-]?token|auth|password|secret)"
+            r"=)[^&\s\"';]+"
+        ),
+        r"\1[redacted]",
+    ),
+    (re.compile(r"(?i)\b((?:basic|bearer)\s+)[A-Za-z0-9+/=._~-]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(//)[^/@\s:]+:[^/@\s]+@"), r"\1[redacted]@"),
+)
+
+
+def scrub(text: str) -> str:
+    """``text`` without API keys, credential query parameters or Basic/Bearer credentials."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """The development format, scrubbed of secrets."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """Another formatter's lines, scrubbed of secrets (gunicorn's and Celery's own)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(self.inner.format(record))
+
+
+def scrub_handlers(logger: logging.Logger) -> None:
+    """Make every handler of ``logger`` scrub its lines (once)."""
+    for handler in logger.handlers:
+        if not isinstance(handler.formatter, (ScrubbingFormatter, TextFormatter, JSONFormatter)):
+            handler.setFormatter(ScrubbingFormatter(handler.formatter))
 
 
 class ContextFilter(logging.Filter):
@@ -96,7 +149,7 @@ class JSONFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info:
             payload["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(payload, default=str)
+        return scrub(json.dumps(payload, default=str))
 
 
 def _attach_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
@@ -110,6 +163,14 @@ def _adopt_request_id(task: Any = None, **_: Any) -> None:
     request_id_var.set(request_id)
 
 
+def _scrub_celery_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    if logger is not None:
+        scrub_handlers(logger)
+
+
 def connect_celery_signals() -> None:
     signals.before_task_publish.connect(_attach_request_id, weak=False)
     signals.task_prerun.connect(_adopt_request_id, weak=False)
+    # A worker sets up its own handlers (unless Django's are kept): they scrub too.
+    signals.after_setup_logger.connect(_scrub_celery_logs, weak=False)
+    signals.after_setup_task_logger.connect(_scrub_celery_logs, weak=False)

@@ -60,17 +60,22 @@ def _metrics_token_presented(request: HttpRequest) -> bool:
 
 @csrf_exempt
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics; with ``METRICS_TOKEN`` set, only for ``Authorization: Bearer <it>``."""
+    """Prometheus metrics; with ``METRICS_TOKEN`` set, only for ``Authorization: Bearer <it>``,
+    and without one only while ``METRICS_PUBLIC`` (not by default in production)."""
     if request.method not in ("GET", "HEAD"):
         response = plain_error_response(
             request, f'Method "{request.method}" not allowed.', "method_not_allowed", 405
         )
         response["Allow"] = "GET, HEAD"
         return response
-    if settings.METRICS_TOKEN and not _metrics_token_presented(request):
-        response = plain_error_response(
-            request, "A valid metrics token is required.", "not_authenticated", 401
-        )
+    if settings.METRICS_TOKEN:
+        refused = not _metrics_token_presented(request)
+        message = "A valid metrics token is required."
+    else:
+        refused = not settings.METRICS_PUBLIC
+        message = "Metrics need a token: set METRICS_TOKEN (or METRICS_PUBLIC=true)."
+    if refused:
+        response = plain_error_response(request, message, "not_authenticated", 401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -420,8 +420,10 @@ AI_CACHE_TTL = env.int("AI_CACHE_TTL", default=24 * 3600)
 AI_MAX_PROMPT_CHARS = env.int("AI_MAX_PROMPT_CHARS", default=200_000)
 
 # --- Metrics ----------------------------------------------------------------
-# GET /metrics is open when this is empty; otherwise it needs "Authorization: Bearer <token>".
+# With a token, GET /metrics needs "Authorization: Bearer <token>". Without one it is
+# open only while METRICS_PUBLIC is true: the default here, not in production.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=True)
 
 # --- Sentry -------------------------------------------------------------------
 # Errors (and a sample of traces) of web and workers, with prompts, answers and
@@ -463,6 +465,7 @@ LOGGING = {
     },
     "formatters": {
         "text": {
+            "()": "contextos.logging.TextFormatter",
             "format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s",
         },
         "json": {"()": "contextos.logging.JSONFormatter"},

@@ -27,6 +27,9 @@ if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # Load balancers probe health, and Prometheus scrapes metrics, over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/(live|ready)$", r"^metrics$"]
+# Route patterns, error counts, queue depths and workers are not for everyone: /metrics
+# needs METRICS_TOKEN, unless METRICS_PUBLIC=true opens it (a private network).
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)

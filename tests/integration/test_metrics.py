@@ -91,3 +91,13 @@ def test_ai_calls_answered_by_gunicorn_are_counted_within_seconds(start_web, api
     samples = wait_for(counted, timeout=10, message="gunicorn's counts never reached /metrics")
     input_tokens = sum(AIInteraction.objects.values_list("input_tokens", flat=True))
     assert value(samples, "contextos_ai_tokens_total", **echo, direction="input") == input_tokens
+
+
+def test_production_metrics_need_a_token_unless_declared_public(start_web):
+    closed = start_web()
+    status, _, _ = http_get(f"{closed}/metrics")
+    assert status == 401
+    opened = start_web(METRICS_PUBLIC="true")
+    status, _, body = http_get(f"{opened}/metrics")
+    assert status == 200
+    assert b"contextos_workers_online" in body

@@ -171,3 +171,14 @@ def test_without_redis_counts_are_added_to_a_table_and_none_is_lost(anon_client,
     samples = scrape(anon_client)
     assert value(samples, "contextos_tasks_total", type="test.table", status="succeeded") == 400
     assert value(samples, "contextos_ai_cost_usd_total", provider="p", model="m") == 200.0
+
+
+@override_settings(METRICS_TOKEN="", METRICS_PUBLIC=False)
+def test_without_a_token_metrics_are_closed_unless_declared_public(anon_client):
+    response = anon_client.get("/metrics")
+    assert response.status_code == 401
+    assert response.json()["error"] == (
+        "Metrics need a token: set METRICS_TOKEN (or METRICS_PUBLIC=true)."
+    )
+    with override_settings(METRICS_PUBLIC=True):
+        assert anon_client.get("/metrics").status_code == 200
