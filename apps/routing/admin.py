@@ -280,8 +280,7 @@ class DeploymentAdmin(admin.ModelAdmin):
         "model",
         "weight",
         "priority",
-        "input_price",
-        "output_price",
+        "prices",
         "context_window",
         "enabled",
         "cooling_down_until",
@@ -333,6 +332,10 @@ class DeploymentAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
         for deployment in queryset.select_related("route", "provider"):
             deployment_delete(deployment=deployment, actor=request.user)
+
+    @admin.display(description="$/Mtok in / out")
+    def prices(self, deployment: Deployment) -> str:
+        return f"{self.input_price(deployment)} / {self.output_price(deployment)}"
 
     @admin.display(description="input $/Mtok", ordering="input_price_per_mtok")
     def input_price(self, deployment: Deployment) -> str:

@@ -207,8 +207,7 @@ def test_deployments_show_their_live_state(superuser_client, deployment, provide
     cooldown.failed(str(deployment.pk), failures=1, rate_limited=True, retry_after=60)
 
     listing = page(superuser_client, "/admin/routing/deployment/")
-    assert '<td class="field-input_price">2.5</td>' in listing
-    assert '<td class="field-output_price">10</td>' in listing
+    assert '<td class="field-prices">2.5 / 10</td>' in listing
     assert '<td class="field-context_window">128000</td>' in listing
     assert '<td class="field-failures_15_min">2</td>' in listing
     assert '<td class="field-p50_latency_15_min">200 ms</td>' in listing
