@@ -598,6 +598,60 @@ def admin_scale_scenario(*, runs: int, renders: int = 20) -> list[Row]:
     ]
 
 
+DASHBOARD_TARGET_MS = 300
+ADMIN_INDEX = "/admin/"
+# Rolls a database's usage up to the last closed hour, as beat does every hour.
+USAGE_ROLLUP = """
+import django
+django.setup()
+from apps.ai_interactions.usage.services import usage_rollup
+usage_rollup()
+"""
+
+
+def dashboard_scenario(*, runs: int, renders: int = 20) -> list[Row]:
+    """The admin index (its dashboard: the last 24 hours) as staff at LIST_ROWS interactions,
+    median ms against an absolute target, and against the same page at ADMIN_SMALL_ROWS.
+
+    Both databases are the changelist scenario's, rolled up first as beat keeps them.
+    """
+    from apps.routing.models import Route
+    from apps.routing.table import routing_bootstrap
+
+    if not Route.objects.exists():
+        routing_bootstrap()  # the deployment health rows
+    small = small_admin_database(ADMIN_SMALL_ROWS)
+    for database in (BENCH_DATABASE, small):
+        env = process_env(DATABASE_URL=f"{POSTGRES}/{database}")
+        subprocess.run([sys.executable, "-c", USAGE_ROLLUP], cwd=ROOT, env=env, check=True)
+    large, little = [], []
+    for run in range(runs):
+        pair = [(large, BENCH_DATABASE), (little, small)]
+        for results, database in pair if run % 2 == 0 else reversed(pair):
+            results += admin_render_ms(database, ADMIN_INDEX, renders)
+    at_scale = statistics.median(large)
+    return [
+        Row(
+            f"admin index dashboard (24 h) at {LIST_ROWS:,} interactions, median render; "
+            "absolute target",
+            at_scale,
+            0.0,
+            "ms",
+            DASHBOARD_TARGET_MS,
+            kind="max-added",
+        ),
+        Row(
+            f"admin index dashboard at {LIST_ROWS:,} interactions vs {ADMIN_SMALL_ROWS:,}, "
+            "median render",
+            at_scale,
+            statistics.median(little),
+            "ms",
+            2,
+            kind="max-ratio",
+        ),
+    ]
+
+
 def routing_scenario(*, runs: int, calls: int = 2000) -> list[Row]:
     """What routing adds to a call: the router choosing among a route's 3 deployments
     (table, breaker states in Redis, order, retries wrapper, attempt records) around a
@@ -874,6 +928,7 @@ def main() -> int:
 
     rows = http_scenarios(user, api_key, staff_key, runs=args.runs, seconds=args.seconds)
     rows += admin_scale_scenario(runs=args.runs)
+    rows += dashboard_scenario(runs=args.runs)
     rows += routing_scenario(runs=args.runs)
     rows += governance_scenario(runs=args.runs)
     rows += usage_scenario(staff_key, runs=args.runs)

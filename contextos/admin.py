@@ -215,19 +215,21 @@ def status_badge(value: str, label: str | None = None) -> str:
     )
 
 
+CENT = Decimal("0.01")
+
+
 def money(amount: Decimal | float | None) -> str:
-    """Dollars for people: ``$12.35``, ``$0.0042``, ``$0`` (never eight decimals)."""
+    """Dollars for people: ``$12.35``, ``$1,234.50``, ``$0.00``; under a cent two
+    significant digits (``$0.0042``); never the eight decimals the columns keep."""
     if amount is None:
         return "—"
-    amount = Decimal(amount)
+    amount = Decimal(str(amount)) if isinstance(amount, float) else Decimal(amount)
     if amount == 0:
-        return "$0"
-    if abs(amount) >= 1:
-        return f"${amount.quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
-    # Below a dollar: two significant digits, enough to compare small calls.
-    places = max(2, 1 - amount.copy_abs().adjusted())
-    rounded = amount.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
-    return f"${rounded:.{places}f}".rstrip("0").rstrip(".")
+        return "$0.00"
+    if abs(amount) >= CENT:
+        return f"${amount.quantize(CENT, ROUND_HALF_UP):,}"
+    places = min(8, 1 - amount.copy_abs().adjusted())
+    return f"${amount.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP):f}"
 
 
 def duration(milliseconds: float | None) -> str:

@@ -187,12 +187,12 @@ def test_a_new_task_without_interactions_or_result_renders(admin_client, user):
     ("amount", "shown"),
     [
         (None, "—"),
-        (Decimal(0), "$0"),
+        (Decimal(0), "$0.00"),
         (Decimal("12.345"), "$12.35"),
         (Decimal("1234.5"), "$1,234.50"),
         (Decimal("0.0042"), "$0.0042"),
         (Decimal("0.00012345678"), "$0.00012"),
-        (Decimal("0.5"), "$0.5"),
+        (Decimal("0.5"), "$0.50"),
     ],
 )
 def test_money_is_dollars_for_people(amount, shown):

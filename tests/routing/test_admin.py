@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.ai_interactions.models import AIInteraction
-from apps.routing import admin as routing_admin
 from apps.routing import cooldown
+from apps.routing import selectors as routing_selectors
 from apps.routing.models import Deployment, Provider, Route
 from tests.factories import InteractionFactory
 
@@ -254,8 +254,8 @@ def test_the_live_state_without_postgresql_counts_the_same(deployment, monkeypat
     interaction(label, [("server_error", 10.0), ("ok", 100.0)])
     interaction(label, [("ok", 300.0)])
     interaction(label, [("timeout", 10.0)], age=timedelta(hours=1))
-    since = timezone.now() - routing_admin.LIVE_WINDOW
-    from_sql = routing_admin.live_stats([label, "nobody/none"], since=since)
+    since = timezone.now() - routing_selectors.LIVE_WINDOW
+    from_sql = routing_selectors.live_stats([label, "nobody/none"], since=since)
     monkeypatch.setattr(connection, "vendor", "sqlite")
-    computed = routing_admin.live_stats([label, "nobody/none"], since=since)
-    assert computed == from_sql == {label: routing_admin.LiveStats(failures=1, p50_ms=200.0)}
+    computed = routing_selectors.live_stats([label, "nobody/none"], since=since)
+    assert computed == from_sql == {label: routing_selectors.LiveStats(failures=1, p50_ms=200.0)}
