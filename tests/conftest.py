@@ -21,6 +21,21 @@ def staff_user(db):
 
 
 @pytest.fixture
+def superuser(staff_user):
+    """``staff_user`` made a superuser: every admin page and action, as a named user."""
+    staff_user.is_superuser = True
+    staff_user.save()
+    return staff_user
+
+
+@pytest.fixture
+def superuser_client(client, superuser):
+    """Django's test client logged in (by session) as ``superuser``."""
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
 def api_key(user):
     """The raw value of a fresh API key belonging to ``user``."""
     _, raw_key = api_key_create(user=user, name="tests")

@@ -31,3 +31,25 @@ def deploy(
     return Deployment.objects.create(
         route=route, provider=provider, model=model or f"{name}-model", **fields
     )
+
+
+def main_provider(api_key: str) -> Provider:
+    """The provider ``main`` (OpenAI-compatible, at a port nothing answers) with ``api_key``."""
+    provider = Provider(name="main", kind="openai", base_url="http://127.0.0.1:8001/v1")
+    provider.set_api_key(api_key)
+    provider.save()
+    return provider
+
+
+def gpt4o_deployment(provider: Provider) -> Deployment:
+    """The route ``gpt-4o`` (weighted) with one priced deployment on ``provider``."""
+    route = Route.objects.create(name="gpt-4o", strategy="weighted")
+    return Deployment.objects.create(
+        route=route,
+        provider=provider,
+        model="gpt-4o-2024-08-06",
+        weight=2,
+        input_price_per_mtok="2.50",
+        output_price_per_mtok="10.00",
+        context_window=128000,
+    )

@@ -14,29 +14,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def superuser(staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    return staff_user
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def entry(user) -> AuditEntry:
     limits_set(holder=user, changes={"rpm_limit": 10})
     return AuditEntry.objects.get()
 
 
-def test_audit_log_lists_and_shows_entries_read_only(admin_client, entry):
-    listing = admin_client.get(reverse("admin:governance_auditentry_changelist"))
+def test_audit_log_lists_and_shows_entries_read_only(superuser_client, entry):
+    listing = superuser_client.get(reverse("admin:governance_auditentry_changelist"))
     assert listing.status_code == 200
     assert "limits.set" in listing.content.decode()
-    page = admin_client.get(reverse("admin:governance_auditentry_change", args=[entry.pk]))
+    page = superuser_client.get(reverse("admin:governance_auditentry_change", args=[entry.pk]))
     assert page.status_code == 200
     html = page.content.decode()
     assert "rpm_limit" in html
@@ -45,15 +32,15 @@ def test_audit_log_lists_and_shows_entries_read_only(admin_client, entry):
     assert "deletelink" not in html
 
 
-def test_audit_log_refuses_add_change_and_delete_for_a_superuser(admin_client, entry):
+def test_audit_log_refuses_add_change_and_delete_for_a_superuser(superuser_client, entry):
     change = reverse("admin:governance_auditentry_change", args=[entry.pk])
-    posted = admin_client.post(change, {"action": "forged", "target_id": "x", "_save": "Save"})
+    posted = superuser_client.post(change, {"action": "forged", "target_id": "x", "_save": "Save"})
     assert posted.status_code == 403
     delete = reverse("admin:governance_auditentry_delete", args=[entry.pk])
-    assert admin_client.get(delete).status_code == 403
-    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
-    assert admin_client.get(reverse("admin:governance_auditentry_add")).status_code == 403
-    bulk = admin_client.post(
+    assert superuser_client.get(delete).status_code == 403
+    assert superuser_client.post(delete, {"post": "yes"}).status_code == 403
+    assert superuser_client.get(reverse("admin:governance_auditentry_add")).status_code == 403
+    bulk = superuser_client.post(
         reverse("admin:governance_auditentry_changelist"),
         {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"},
     )
@@ -63,8 +50,8 @@ def test_audit_log_refuses_add_change_and_delete_for_a_superuser(admin_client, e
     assert AuditEntry.objects.count() == 1
 
 
-def test_limits_saved_in_the_admin_are_audited(admin_client, superuser, user):
-    add = admin_client.post(
+def test_limits_saved_in_the_admin_are_audited(superuser_client, superuser, user):
+    add = superuser_client.post(
         reverse("admin:governance_limits_add"),
         {
             "user": user.pk,
@@ -77,7 +64,7 @@ def test_limits_saved_in_the_admin_are_audited(admin_client, superuser, user):
     assert add.status_code == 302, add.content.decode()[:2000]
     limits = Limits.objects.get(user=user)
     assert (limits.rpm_limit, limits.budget_period) == (30, "day")
-    change = admin_client.post(
+    change = superuser_client.post(
         reverse("admin:governance_limits_change", args=[limits.pk]),
         {
             "allowed_models": '["gpt-4o*"]',
@@ -97,15 +84,15 @@ def test_limits_saved_in_the_admin_are_audited(admin_client, superuser, user):
     assert entries[1].after["tpm_limit"] == 500
 
 
-def test_limits_admin_refuses_a_bad_value_and_two_holders(admin_client, user):
+def test_limits_admin_refuses_a_bad_value_and_two_holders(superuser_client, user):
     team = team_create(name="ops")
-    response = admin_client.post(
+    response = superuser_client.post(
         reverse("admin:governance_limits_add"),
         {"user": user.pk, "team": team.pk, "allowed_models": "[]", "budget_period": "month"},
     )
     assert response.status_code == 200
     assert "exactly one" in response.content.decode()
-    response = admin_client.post(
+    response = superuser_client.post(
         reverse("admin:governance_limits_add"),
         {"user": user.pk, "allowed_models": "[]", "rpm_limit": "0", "budget_period": "month"},
     )
@@ -113,9 +100,9 @@ def test_limits_admin_refuses_a_bad_value_and_two_holders(admin_client, user):
     assert not Limits.objects.exists()
 
 
-def test_team_with_members_saved_in_the_admin_is_audited(admin_client, superuser, user):
+def test_team_with_members_saved_in_the_admin_is_audited(superuser_client, superuser, user):
     other = UserFactory()
-    response = admin_client.post(
+    response = superuser_client.post(
         reverse("admin:accounts_team_add"),
         {
             "name": "research",
@@ -132,7 +119,7 @@ def test_team_with_members_saved_in_the_admin_is_audited(admin_client, superuser
     roles = dict(TeamMembership.objects.filter(team=team).values_list("user__username", "role"))
     assert roles == {user.username: "member", other.username: "admin"}
     membership = TeamMembership.objects.get(team=team, user=other)
-    response = admin_client.post(
+    response = superuser_client.post(
         reverse("admin:accounts_team_change", args=[team.pk]),
         {
             "name": "research",
@@ -180,7 +167,7 @@ def test_audit_record_takes_the_current_request_id(user):
     assert audit_record(action="x", target=user, request_id="given").request_id == "given"
 
 
-def test_deleting_a_team_in_the_admin_is_audited_and_its_keys_stay(admin_client, user):
+def test_deleting_a_team_in_the_admin_is_audited_and_its_keys_stay(superuser_client, user):
     from apps.accounts.models import APIKey
     from apps.accounts.services import api_key_create
     from apps.governance.services import team_member_add
@@ -188,7 +175,7 @@ def test_deleting_a_team_in_the_admin_is_audited_and_its_keys_stay(admin_client,
     team = team_create(name="short-lived")
     team_member_add(team=team, user=user)
     key, _ = api_key_create(user=user, team=team)
-    response = admin_client.post(
+    response = superuser_client.post(
         reverse("admin:accounts_team_delete", args=[team.pk]), {"post": "yes"}
     )
     assert response.status_code == 302

@@ -18,25 +18,13 @@ from apps.tasks.models import Task, TaskStatus
 from apps.tasks.services import task_retry, task_submit
 from contextos.exceptions import Conflict
 from tests.factories import InteractionFactory
+from tests.routes import gpt4o_deployment, main_provider
 
 pytestmark = pytest.mark.django_db
 
 TASKS = "/api/v1/tasks/"
 KEYS = "/api/v1/keys/"
 PROVIDER_KEY = "sk-provider-secret-value-9f3e"
-
-
-@pytest.fixture
-def superuser(staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    return staff_user
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
 
 
 @pytest.fixture
@@ -51,24 +39,12 @@ def failed_task(user) -> Task:
 
 @pytest.fixture
 def provider() -> Provider:
-    provider = Provider(name="main", kind="openai", base_url="http://127.0.0.1:8001/v1")
-    provider.set_api_key(PROVIDER_KEY)
-    provider.save()
-    return provider
+    return main_provider(PROVIDER_KEY)
 
 
 @pytest.fixture
 def deployment(provider) -> Deployment:
-    route = Route.objects.create(name="gpt-4o", strategy="weighted")
-    return Deployment.objects.create(
-        route=route,
-        provider=provider,
-        model="gpt-4o-2024-08-06",
-        weight=2,
-        input_price_per_mtok="2.50",
-        output_price_per_mtok="10.00",
-        context_window=128000,
-    )
+    return gpt4o_deployment(provider)
 
 
 def the_entry(action: str, target) -> AuditEntry:
@@ -141,8 +117,8 @@ def test_the_retry_service_records_the_staff_member_it_is_given(superuser, faile
     assert entry.request_id == ""  # no request: called directly
 
 
-def test_retry_action_in_the_tasks_admin_is_recorded_once(admin_client, superuser, failed_task):
-    response = admin_client.post(
+def test_retry_action_in_the_tasks_admin_is_recorded_once(superuser_client, superuser, failed_task):
+    response = superuser_client.post(
         "/admin/tasks/task/", {"action": "retry_tasks", "_selected_action": [failed_task.pk]}
     )
     assert response.status_code == 302
@@ -243,8 +219,8 @@ def test_keys_made_and_revoked_by_commands_are_recorded_without_an_actor(user):
     the_entry("key.revoke", key)
 
 
-def test_keys_created_and_revoked_in_the_admin_are_recorded_once(admin_client, superuser, user):
-    response = admin_client.post(
+def test_keys_created_and_revoked_in_the_admin_are_recorded_once(superuser_client, superuser, user):
+    response = superuser_client.post(
         "/admin/accounts/apikey/add/",
         {"user": user.pk, "name": "laptop", "expires_at_0": "", "expires_at_1": ""},
     )
@@ -253,7 +229,7 @@ def test_keys_created_and_revoked_in_the_admin_are_recorded_once(admin_client, s
     created = the_entry("key.create", key)
     assert created.actor == superuser
     assert created.request_id == response["X-Request-ID"]
-    response = admin_client.post(
+    response = superuser_client.post(
         "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk]}
     )
     assert response.status_code == 302
@@ -261,7 +237,7 @@ def test_keys_created_and_revoked_in_the_admin_are_recorded_once(admin_client, s
     revoked = the_entry("key.revoke", key)
     assert (revoked.actor, revoked.request_id) == (superuser, response["X-Request-ID"])
     # Selected again, the revoked key is left as it was and nothing more is recorded.
-    admin_client.post(
+    superuser_client.post(
         "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk]}
     )
     the_entry("key.revoke", key)
@@ -309,11 +285,11 @@ def provider_form(provider: Provider, **changes: object) -> dict:
 
 
 def test_a_provider_changed_in_the_admin_is_recorded_without_its_key(
-    admin_client, superuser, provider
+    superuser_client, superuser, provider
 ):
     url = f"/admin/routing/provider/{provider.pk}/change/"
     new_key = "sk-rotated-in-the-admin-1c2d"
-    response = admin_client.post(
+    response = superuser_client.post(
         url, provider_form(provider, base_url="http://other/v1", api_key=new_key)
     )
     assert response.status_code == 302
@@ -332,13 +308,13 @@ def test_a_provider_changed_in_the_admin_is_recorded_without_its_key(
         assert secret not in recorded
 
     # Saved again unchanged (the key field left empty): nothing more is recorded.
-    response = admin_client.post(url, provider_form(provider, base_url="http://other/v1"))
+    response = superuser_client.post(url, provider_form(provider, base_url="http://other/v1"))
     assert response.status_code == 302
     the_entry("provider.update", provider)
 
 
 def test_a_deployment_changed_and_deleted_in_the_admin_is_recorded_once(
-    admin_client, superuser, deployment
+    superuser_client, superuser, deployment
 ):
     url = f"/admin/routing/deployment/{deployment.pk}/change/"
     form = {
@@ -354,7 +330,7 @@ def test_a_deployment_changed_and_deleted_in_the_admin_is_recorded_once(
         "rpm": "",
         "tpm": "",
     }
-    response = admin_client.post(url, form)
+    response = superuser_client.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
     entry = the_entry("deployment.update", deployment)
     assert entry.actor == superuser
@@ -362,7 +338,7 @@ def test_a_deployment_changed_and_deleted_in_the_admin_is_recorded_once(
     assert entry.after == {"weight": 5, "output_price_per_mtok": "12.000000"}
     assert entry.request_id == response["X-Request-ID"]
 
-    response = admin_client.post(
+    response = superuser_client.post(
         f"/admin/routing/deployment/{deployment.pk}/delete/", {"post": "yes"}
     )
     assert response.status_code == 302
@@ -374,9 +350,9 @@ def test_a_deployment_changed_and_deleted_in_the_admin_is_recorded_once(
     assert deleted.after is None
 
 
-def test_a_route_with_a_new_inline_deployment_is_recorded(admin_client, superuser, deployment):
+def test_a_route_with_a_new_inline_deployment_is_recorded(superuser_client, superuser, deployment):
     route = deployment.route
-    response = admin_client.post(
+    response = superuser_client.post(
         f"/admin/routing/route/{route.pk}/change/",
         {
             "name": route.name,
@@ -415,9 +391,9 @@ def test_a_route_with_a_new_inline_deployment_is_recorded(admin_client, superuse
 
 
 def test_a_provider_deleted_in_the_admin_keeps_its_deployments_in_the_log(
-    admin_client, provider, deployment
+    superuser_client, provider, deployment
 ):
-    response = admin_client.post(
+    response = superuser_client.post(
         "/admin/routing/provider/",
         {"action": "delete_selected", "_selected_action": [provider.pk], "post": "yes"},
     )
@@ -464,23 +440,23 @@ def test_sync_models_records_each_row_it_writes_and_a_dry_run_nothing(tmp_path, 
 
 
 def test_the_audit_log_is_searchable_by_request_id_and_read_only_for_a_superuser(
-    admin_client, api_client, failed_task
+    superuser_client, api_client, failed_task
 ):
     request_id = api_client.post(f"{TASKS}{failed_task.pk}/retry/")["X-Request-ID"]
     entry = the_entry("task.retry", failed_task)
     changelist = reverse("admin:governance_auditentry_changelist")
-    found = admin_client.get(changelist, {"q": request_id}).content.decode()
+    found = superuser_client.get(changelist, {"q": request_id}).content.decode()
     assert f"/admin/governance/auditentry/{entry.pk}/change/" in found
-    by_type = admin_client.get(changelist, {"target_type": "task", "action": "task.retry"})
+    by_type = superuser_client.get(changelist, {"target_type": "task", "action": "task.retry"})
     assert f"/admin/governance/auditentry/{entry.pk}/change/" in by_type.content.decode()
     assert "delete_selected" not in found
 
     change = reverse("admin:governance_auditentry_change", args=[entry.pk])
-    page = admin_client.get(change).content.decode()
+    page = superuser_client.get(change).content.decode()
     assert "&quot;attempt&quot;: 2" in page  # after, pretty-printed JSON
     assert 'name="_save"' not in page
-    assert admin_client.post(change, {"action": "forged"}).status_code == 403
+    assert superuser_client.post(change, {"action": "forged"}).status_code == 403
     delete = reverse("admin:governance_auditentry_delete", args=[entry.pk])
-    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert superuser_client.post(delete, {"post": "yes"}).status_code == 403
     entry.refresh_from_db()
     assert entry.action == "task.retry"

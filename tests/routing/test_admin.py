@@ -15,6 +15,7 @@ from apps.routing import cooldown
 from apps.routing import selectors as routing_selectors
 from apps.routing.models import Deployment, Provider, Route
 from tests.factories import InteractionFactory
+from tests.routes import gpt4o_deployment, main_provider
 
 pytestmark = pytest.mark.django_db
 
@@ -22,33 +23,13 @@ KEY = "sk-provider-secret-value-9f3e"
 
 
 @pytest.fixture
-def superuser_client(client, staff_user):
-    staff_user.is_superuser = True
-    staff_user.save()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def provider() -> Provider:
-    provider = Provider(name="main", kind="openai", base_url="http://127.0.0.1:8001/v1")
-    provider.set_api_key(KEY)
-    provider.save()
-    return provider
+    return main_provider(KEY)
 
 
 @pytest.fixture
 def deployment(provider) -> Deployment:
-    route = Route.objects.create(name="gpt-4o", strategy="weighted")
-    return Deployment.objects.create(
-        route=route,
-        provider=provider,
-        model="gpt-4o-2024-08-06",
-        weight=2,
-        input_price_per_mtok="2.50",
-        output_price_per_mtok="10.00",
-        context_window=128000,
-    )
+    return gpt4o_deployment(provider)
 
 
 def page(client, url: str) -> str:
