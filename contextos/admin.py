@@ -233,7 +233,7 @@ def money(amount: Decimal | float | None) -> str:
 
 
 def duration(milliseconds: float | None) -> str:
-    """``850 ms``, ``3.2 s``, ``4 min 05 s``, ``2 h 10 min``."""
+    """``850 ms``, ``3.2 s``, ``4 min 05 s``, ``2 h 10 min``, ``15 d 4 h``."""
     if milliseconds is None:
         return "—"
     if milliseconds < 1000:
@@ -245,7 +245,10 @@ def duration(milliseconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
 
 
 def short_id(value: Any) -> str:
@@ -270,7 +273,7 @@ def moment(value: datetime | None) -> str:
     return format_html(
         '<span class="nowrap" title="{}">{}</span>',
         value.isoformat(),
-        timezone.localtime(value).strftime("%m-%d %H:%M:%S"),
+        timezone.localtime(value).strftime("%m-%d %H:%M"),
     )
 
 

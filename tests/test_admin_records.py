@@ -200,10 +200,11 @@ def test_money_is_dollars_for_people(amount, shown):
 
 
 def test_durations_read_as_time():
-    assert [duration(v) for v in (None, 850, 3200, 245_000, 7_800_000)] == [
+    assert [duration(v) for v in (None, 850, 3200, 245_000, 7_800_000, 1_312_200_000)] == [
         "—",
         "850 ms",
         "3.2 s",
         "4 min 05 s",
         "2 h 10 min",
+        "15 d 4 h",
     ]

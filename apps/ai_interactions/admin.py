@@ -204,7 +204,7 @@ class AIInteractionAdmin(RecordAdmin):
     @admin.display(description="model")
     def model_shown(self, interaction: AIInteraction) -> str:
         return format_html(
-            '<span class="nowrap" title="{}">{}</span>',
+            '<span title="{}">{}</span>',
             interaction.deployment or interaction.provider,
             interaction.model,
         )
@@ -275,7 +275,7 @@ class AIInteractionAdmin(RecordAdmin):
         return (
             format_html_join(
                 "",
-                '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>',
+                '<p><strong>{}</strong></p><pre class="preformatted wrapped">{}</pre>',
                 ((message.get("role", ""), _shown(message)) for message in interaction.messages),
             )
             or "—"
@@ -289,7 +289,7 @@ class AIInteractionAdmin(RecordAdmin):
 
     @admin.display(description="response")
     def response_text(self, interaction: AIInteraction) -> str:
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', interaction.response)
+        return format_html('<pre class="preformatted wrapped">{}</pre>', interaction.response)
 
     @admin.action(description="Retry selected failed interactions")
     def retry_interactions(self, request: HttpRequest, queryset: QuerySet[AIInteraction]) -> None:

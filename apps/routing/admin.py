@@ -125,20 +125,12 @@ class RouteForm(forms.ModelForm):
 
 
 class DeploymentInline(admin.TabularInline):
+    """The route's deployments and how they are chosen; prices and limits on each
+    deployment's own page (its change link), so the table fits the screen."""
+
     model = Deployment
     extra = 0
-    fields = (
-        "provider",
-        "model",
-        "weight",
-        "priority",
-        "input_price_per_mtok",
-        "output_price_per_mtok",
-        "context_window",
-        "rpm",
-        "tpm",
-        "enabled",
-    )
+    fields = ("provider", "model", "weight", "priority", "enabled")
     show_change_link = True
 
 

@@ -135,7 +135,7 @@ class TaskAdmin(RecordAdmin):
     def status_shown(self, task: Task) -> str:
         result = task.result if isinstance(task.result, dict) else {}
         if task.status == "succeeded" and result.get("failed"):
-            return status_badge("partial", f"succeeded, {result['failed']} failed")
+            return status_badge("partial", f"{result['failed']} failed")
         return status_badge(task.status)
 
     @admin.display(description="progress")

@@ -181,7 +181,7 @@ def test_the_dashboard_counts_the_workers_on_the_file_broker(embedded):
     url, page = admin_log_in(embedded.base, "operator", PASSWORD)
     seconds = time.monotonic() - started
     assert url == f"{embedded.base}/admin/"
-    shown = re.search(r'id="dash-workers">\s*<span title="([^"]*)">([^<]*)<', page)
+    shown = re.search(r'<span id="dash-workers" class="ops-value" title="([^"]*)">([^<]*)<', page)
     assert shown, "no workers count on the dashboard"
     assert shown[2].strip() == str(len(workers)), shown[0]
     assert set(shown[1].split(", ")) == workers
