@@ -1,8 +1,13 @@
 """Root URLs: the versioned API, its schema and docs, metrics, and the admin."""
 
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from contextos import assets, home
 from contextos import views as kernel_views
@@ -14,6 +19,10 @@ admin.site.index_title = "Operations"
 # the dashboard (the index) and in the breadcrumbs.
 admin.site.enable_nav_sidebar = False
 
+# Swagger UI and Redoc style their pages with inline styles; their scripts are files
+# (the split view serves Swagger UI's start script from its own URL).
+docs_styles = csp_update({"style-src": ["'unsafe-inline'"]})
+
 urlpatterns = [
     path("", home.home, name="home"),
     path("api/v1/", home.APIRootView.as_view(), name="api-root"),
@@ -22,8 +31,12 @@ urlpatterns = [
     path("api/v1/ai/", include("apps.ai_interactions.urls")),
     path("api/v1/keys/", include("apps.governance.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "api/docs/",
+        docs_styles(SpectacularSwaggerSplitView.as_view(url_name="schema")),
+        name="swagger-ui",
+    ),
+    path("api/redoc/", docs_styles(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     path("api/redoc/redoc.standalone.js", assets.redoc_bundle, name="redoc-bundle"),
     path("v1/", include("apps.ai_interactions.anthropic_api.urls")),
     path("v1/", include("apps.ai_interactions.openai_api.urls")),

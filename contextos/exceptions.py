@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from contextos.context import current_request_id
+from contextos.throttling import failed_authentication_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ class PayloadTooLarge(AppError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "payload_too_large"
     message = "The request body is too large."
+
+
+class TooManyRequests(AppError):
+    """A limit of the caller's own is reached (e.g. tasks queued at once); ``details.retry_after``
+    (seconds) becomes the ``Retry-After`` header."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "too_many_requests"
+    message = "Too many requests; try again later."
 
 
 class ProviderError(AppError):
@@ -165,6 +175,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     Errors are JSON even for a browser that asked the browsable API for HTML.
     """
     request = context.get("request")
+    if request is not None and isinstance(
+        exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed
+    ):
+        # Every refused authentication passes here once; too many from one address: 429.
+        exc = failed_authentication_refusal(request) or exc
     if request is not None:
         request.accepted_renderer = JSONRenderer()
         request.accepted_media_type = JSONRenderer.media_type

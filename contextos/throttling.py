@@ -1,4 +1,5 @@
-"""Per-API-key rate limiting backed by the shared cache."""
+"""Rate limiting backed by the shared cache: requests per API key, failed authentications per
+client address."""
 
 from __future__ import annotations
 
@@ -7,13 +8,25 @@ import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # rest_framework.views imports this module while it loads
+    from django.http import HttpRequest
     from rest_framework.request import Request
     from rest_framework.views import APIView
+
+
+def client_address(request: HttpRequest | Request) -> str:
+    """The client's address: ``REMOTE_ADDR``, the peer gunicorn saw (or the address a
+    PROXY-protocol front end reported), never ``X-Forwarded-For``, which any client can write.
+
+    Behind a reverse proxy every request then comes from the proxy's address, as for the
+    admin login lockout.
+    """
+    return request.META.get("REMOTE_ADDR") or "unknown"
 
 
 class APIKeyRateThrottle(SimpleRateThrottle):
@@ -38,6 +51,9 @@ class APIKeyRateThrottle(SimpleRateThrottle):
         else:
             ident = f"addr:{self.get_ident(request)}"
         return f"throttle:{self.scope}:{ident}"
+
+    def get_ident(self, request: Request) -> str:
+        return client_address(request)
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         if self.rate is None:
@@ -84,3 +100,35 @@ class APIKeyRateThrottle(SimpleRateThrottle):
 
     def wait(self) -> float:
         return max(self.window_ends_at - self.now, 1.0)
+
+
+class FailedAuthenticationThrottle(APIKeyRateThrottle):
+    """Failed authentications per client address at ``AUTH_FAILURE_RATE``, in the same
+    fixed windows: only a failure is counted, so a valid key never touches the counter."""
+
+    scope = "auth_failure"
+
+    def get_rate(self) -> str | None:
+        return settings.AUTH_FAILURE_RATE or None
+
+    def get_cache_key(self, request: Request, view: APIView | None) -> str:
+        return f"throttle:{self.scope}:addr:{client_address(request)}"
+
+
+def failed_authentication_refusal(request: Request) -> Throttled | None:
+    """Count a failed authentication of ``request`` against its client address; past
+    ``AUTH_FAILURE_RATE``, the 429 to answer instead of the 401 (None: the 401 stands).
+
+    The exception handler calls it once per refused request, after the key was looked up:
+    an address past the rate still has its keys read, so that the valid ones it sends keep
+    working. When the cache is down nothing is counted and the 401 stands, as the per-key
+    rate lets requests through then.
+    """
+    throttle = FailedAuthenticationThrottle()
+    if throttle.allow_request(request, None):
+        return None
+    return Throttled(
+        wait=throttle.wait(),
+        detail="Too many failed authentications from this address.",
+        code="too_many_failed_authentications",
+    )

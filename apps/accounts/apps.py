@@ -7,7 +7,9 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # ``schema`` registers the Bearer API key security scheme with drf-spectacular;
-        # the key cache drops its copies when keys or users change.
-        from apps.accounts import key_cache, schema  # noqa: F401
+        # the key cache drops its copies when keys or users change; admin login
+        # lockouts and their lifting go to the audit log.
+        from apps.accounts import key_cache, lockout, schema  # noqa: F401
 
         key_cache.connect_signals()
+        lockout.connect_signals()

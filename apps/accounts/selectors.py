@@ -10,6 +10,7 @@ from apps.accounts.models import APIKey
 from apps.accounts.services import DISPLAY_PREFIX_LENGTH, KEY_PREFIX, api_key_hash
 from contextos.throttling import APIKeyRateThrottle
 
+# Every key has this shape; any other value is refused without asking the cache or the database.
 _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9]{32,128}")
 
 

@@ -1,7 +1,7 @@
 """What the gateway's protocol adapters (``openai_api``, ``anthropic_api``) share: a parsed
 request's call of the AI services, and the server-sent events answer."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,7 @@ from apps.ai_interactions.providers.base import Message
 from apps.ai_interactions.services import Chunks, interaction_create, interaction_stream
 from contextos.exceptions import NotFound, ValidationFailed
 from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
+from contextos.streams import HeldStream, open_streams
 
 
 @contextmanager
@@ -84,6 +85,28 @@ def gateway_stream(request: Request, call: GatewayCall) -> tuple[AIInteraction, 
     connections.close_all()  # none is held while the provider answers
     with known_model():
         return interaction_stream(**call.service_arguments(request))
+
+
+def gateway_streamed(
+    request: Request,
+    call: GatewayCall,
+    events: Callable[[AIInteraction, Chunks], Iterator[bytes]],
+) -> StreamingHttpResponse:
+    """A streamed gateway chat call's answer: ``events`` (the adapter's server-sent events)
+    of its chunks, with its ``x-ratelimit-*`` headers.
+
+    The stream holds one of this process's stream places (``WEB_MAX_STREAMS``; 429 when
+    none is free) from before the provider is asked until the response is closed, however
+    it ends; closing it also closes the call, which gives back its key's parallel place.
+    """
+    place = open_streams.take()
+    try:
+        interaction, chunks = gateway_stream(request, call)
+    except BaseException:
+        place.release()
+        raise
+    content = HeldStream(events(interaction, chunks), closers=(chunks.close, place.release))
+    return with_rate_limits(event_stream(content), interaction)
 
 
 def with_rate_limits(response: Any, interaction: AIInteraction) -> Any:

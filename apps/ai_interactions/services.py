@@ -330,6 +330,8 @@ def _admitted(interaction: AIInteraction, route: RouteConfig) -> Admission:
         key_id=interaction.api_key_id,
         team_id=interaction.team_id,
         user_id=interaction.owner_id,
+        # A call answered while its client waits holds a web thread: its key's are capped.
+        in_flight_default=interaction.mode in (InteractionMode.SYNC, InteractionMode.GATEWAY),
     )
     try:
         return admit(scopes, tokens=tokens, worst_cost=worst)
@@ -512,14 +514,27 @@ def interaction_stream(
     except ProviderCallError as error:
         raise _provider_error(interaction, error) from error
 
-    def started() -> Chunks:
-        try:
-            yield first
-            yield from chunks
-        finally:
-            chunks.close()
+    return interaction, _Begun(first, chunks)
 
-    return interaction, started()
+
+class _Begun(Generator[StreamChunk, None, None]):
+    """A stream's chunks once the first has come: that one, then the rest. Closing it,
+    read or not, closes the call (recorded, its limits given back)."""
+
+    def __init__(self, first: StreamChunk, rest: Chunks) -> None:
+        self._first: StreamChunk | None = first
+        self._rest = rest
+
+    def send(self, value: None) -> StreamChunk:
+        first, self._first = self._first, None
+        return first if first is not None else self._rest.send(value)
+
+    def throw(self, *args: Any) -> StreamChunk:
+        return self._rest.throw(*args)
+
+    def close(self) -> None:
+        self._first = None
+        self._rest.close()
 
 
 # A provider's statuses for a request it finds invalid (e.g. a bad tool schema).

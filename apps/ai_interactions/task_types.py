@@ -2,6 +2,10 @@
 
 from typing import Any
 
+from django.conf import settings
+from django.db.models import Func, IntegerField, Sum
+from django.db.models.functions import Coalesce
+
 from apps.ai_interactions.catalog import route_get
 from apps.ai_interactions.models import AIInteraction, InteractionMode, InteractionStatus
 from apps.ai_interactions.providers.base import ProviderCallError
@@ -9,6 +13,9 @@ from apps.ai_interactions.services import GENERATE_TASK_TYPE, interaction_create
 from apps.governance.limits import check_model, scopes_for
 from apps.tasks.execution import TaskContext, TaskFailure
 from apps.tasks.registry import register
+from apps.tasks.selectors import task_list
+from apps.tasks.services import ACTIVE_STATUSES, LIMIT_RETRY_AFTER_SECONDS
+from contextos.exceptions import TooManyRequests
 
 PARAMS_SCHEMA = {
     "type": "object",
@@ -69,10 +76,45 @@ def generate(context: TaskContext) -> dict[str, Any]:
     return {"interaction_id": str(interaction.pk), "status": interaction.status}
 
 
+class JSONArrayLength(Func):
+    function = "jsonb_array_length"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(compiler, connection, function="json_array_length", **extra)
+
+
 def batch_admit(*, params: dict[str, Any], owner: Any, api_key: Any) -> None:
     """A batch for a model its key or user may not call is refused when submitted (403),
-    before any prompt is asked."""
+    before any prompt is asked. So is one that would give a non-staff user more than
+    ``TASKS_MAX_BATCH_PROMPTS_PER_USER`` prompts in queued or running batches (429
+    ``too_many_batch_prompts``): submissions and retries call this in the owner's turn
+    (apps.tasks.services.owner_lock), so racing batches cannot pass the cap together.
+    """
     check_model(scopes_for(api_key=api_key, user=owner), route_get(params.get("model")).name)
+    if owner.is_staff:
+        return
+    cap = settings.TASKS_MAX_BATCH_PROMPTS_PER_USER
+    # A non-staff user sees only their own tasks; the few active ones, by the owner index.
+    in_flight = (
+        task_list(user=owner, type_name="ai.batch")
+        .filter(status__in=ACTIVE_STATUSES)
+        .aggregate(prompts=Coalesce(Sum(JSONArrayLength("params__prompts")), 0))["prompts"]
+    )
+    requested = len(params["prompts"])
+    if in_flight + requested > cap:
+        raise TooManyRequests(
+            f"This batch's {requested} prompts and the {in_flight} of the owner's queued or "
+            f"running batches would be more than the {cap} allowed; try again when some have "
+            "finished.",
+            code="too_many_batch_prompts",
+            details={
+                "limit": cap,
+                "in_flight": in_flight,
+                "requested": requested,
+                "retry_after": LIMIT_RETRY_AFTER_SECONDS,
+            },
+        )
 
 
 @register(

@@ -7,7 +7,9 @@ and a reservation of the call's worst-case cost against its budget. After the
 call, :meth:`Admission.settle` gives back the place, corrects the tokens to the
 real count and turns the reservation into the real cost (nothing for a cache hit).
 
-A reservation (and a parallel place) expires on its own after
+A key's calls its client waits for have a parallel limit even without a row
+(``API_MAX_PARALLEL_REQUESTS``, :func:`apps.governance.limits.scopes_of`), taken in the
+same script. A reservation (and a parallel place) expires on its own after
 ``GOVERNANCE_RESERVATION_SECONDS`` when the process that took it died. A budget's
 spend in Redis that is missing (flushed, evicted, a new period) is rebuilt from the
 interactions in PostgreSQL before the call is admitted. With Redis down,
@@ -312,8 +314,13 @@ def _refuse(verdict: str, scope: Scope, what: object, epoch: float) -> None:
         )
     if verdict == "too_many_concurrent_requests":
         raise TooManyConcurrentRequests(
-            f"Too many requests of {holder} are in progress; try again when one ends.",
-            details={"scope": scope.kind, "retry_after": 1},
+            f"Too many requests of {holder} are in progress (at most "
+            f"{scope.limits.parallel} at once); try again when one ends.",
+            details={
+                "scope": scope.kind,
+                "max_parallel_requests": scope.limits.parallel,
+                "retry_after": 1,
+            },
         )
     unit = what.decode() if isinstance(what, bytes) else str(what)
     wait = max(1, math.ceil(60 - epoch % 60))

@@ -1,8 +1,9 @@
 """Which limits apply to a call: the key's, its user's and its team's, held in each
 process's memory (:class:`contextos.versioned.VersionedCache`) so a call reads none of
-them from PostgreSQL; and the one model-scope check behind listing and calling."""
+them from PostgreSQL, a key's default in-flight limit added (``API_MAX_PARALLEL_REQUESTS``);
+and the one model-scope check behind listing and calling."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
@@ -89,8 +90,14 @@ def scopes_for(*, api_key: Any, user: Any) -> list[Scope]:
     )
 
 
-def scopes_of(*, key_id: Any, team_id: Any, user_id: Any) -> list[Scope]:
-    """The same by ids (a recorded interaction has them all, with no query)."""
+def scopes_of(
+    *, key_id: Any, team_id: Any, user_id: Any, in_flight_default: bool = False
+) -> list[Scope]:
+    """The same by ids (a recorded interaction has them all, with no query).
+
+    With ``in_flight_default`` (a call its client waits for), a key whose own limits set no
+    ``max_parallel_requests`` has ``API_MAX_PARALLEL_REQUESTS`` open calls at most.
+    """
     holders = [
         (kind, holder_id)
         for kind, holder_id in (("key", key_id), ("team", team_id), ("user", user_id))
@@ -99,9 +106,18 @@ def scopes_of(*, key_id: Any, team_id: Any, user_id: Any) -> list[Scope]:
     scopes = []
     for kind, holder_id in holders:
         config = _limits_of(kind, holder_id)
+        if kind == "key" and in_flight_default:
+            config = _with_default_parallel(config)
         if config is not None:
             scopes.append(Scope(kind, str(holder_id), config))
     return scopes
+
+
+def _with_default_parallel(config: LimitConfig | None) -> LimitConfig | None:
+    default = settings.API_MAX_PARALLEL_REQUESTS
+    if not default or (config is not None and config.parallel is not None):
+        return config
+    return replace(config or LimitConfig(), parallel=default)
 
 
 def model_allowed(scopes: list[Scope], model: str) -> bool:

@@ -86,5 +86,7 @@ class TaskResultAdmin(RecordPageMixin, admin.ModelAdmin):
 
 @admin.register(PeriodicTask)
 class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+    # The form's crontab translation without an inline script.
+    change_form_template = "admin/django_celery_beat/periodictask/change_form.html"
     list_display = ("name", "enabled", "scheduler", "last_run_at", "total_run_count", "task")
     list_filter = ("enabled", "one_off")

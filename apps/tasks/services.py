@@ -5,6 +5,7 @@ message is published only after it commits. A publish that fails leaves the
 row marked for dispatch, and :func:`task_recover` sends it again later.
 """
 
+import hashlib
 import logging
 import uuid
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -31,7 +32,7 @@ from apps.tasks.models import (
 )
 from apps.tasks.registry import TaskType, get_task_type
 from contextos.digest import canonical_digest
-from contextos.exceptions import Conflict, PermissionDenied, ValidationFailed
+from contextos.exceptions import Conflict, PermissionDenied, TooManyRequests, ValidationFailed
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 # under these names and imports this module, never the other way round.
 EXECUTE_TASK = "tasks.execute"
 ENFORCE_CANCEL_TASK = "tasks.enforce_cancel"
+
+# The tasks a user's limits count: queued and running ones.
+ACTIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+# A refusal at a limit tells the client to try again after this long (Retry-After).
+LIMIT_RETRY_AFTER_SECONDS = 30
 
 
 def validate_params(*, task_type: TaskType, params: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +93,41 @@ def _publish_on_commit(task: Task) -> None:
     transaction.on_commit(lambda: _publish(task))
 
 
+def owner_lock(*, owner_id: Any) -> None:
+    """Make the owner's submissions and retries take turns until the transaction ends.
+
+    Two racing at a limit cannot then both pass it: the second counts after the
+    first has committed. Its own statement, so that the count after it is read
+    from a snapshot taken once the turn came. SQLite's IMMEDIATE transactions
+    already take turns.
+    """
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2b(f"tasks.owner:{owner_id}".encode(), digest_size=8).digest()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)]
+        )
+
+
+def _check_active_limit(*, owner_id: Any) -> None:
+    """Refuse (429) another task for an owner with ``TASKS_MAX_ACTIVE_PER_USER`` active ones."""
+    limit = settings.TASKS_MAX_ACTIVE_PER_USER
+    # Counting stops at the limit; the (owner, status) index answers it.
+    active = (
+        Task.objects.filter(owner_id=owner_id, status__in=ACTIVE_STATUSES)
+        .order_by()[:limit]
+        .count()
+    )
+    if active >= limit:
+        raise TooManyRequests(
+            f"The owner has {active} tasks queued or running, the most allowed; "
+            "try again when some have finished.",
+            code="too_many_active_tasks",
+            details={"limit": limit, "active": active, "retry_after": LIMIT_RETRY_AFTER_SECONDS},
+        )
+
+
 def task_submit(
     *,
     owner: AbstractBaseUser,
@@ -101,7 +142,9 @@ def task_submit(
     The same ``idempotency_key`` with the same type and params returns the
     first task and enqueues nothing; with other type or params it is a conflict.
     Internal types (``internal=True`` on the type) are started only by other
-    services, never on a client's request.
+    services, never on a client's request. A non-staff owner with
+    ``TASKS_MAX_ACTIVE_PER_USER`` tasks queued or running is refused (429
+    ``too_many_active_tasks``), a replay of an Idempotency-Key excepted.
     """
     task_type = get_task_type(type_name)
     if task_type is None or (task_type.internal and not internal):
@@ -112,18 +155,23 @@ def task_submit(
     if task_type.staff_only and not owner.is_staff:
         raise PermissionDenied(f"Task type {type_name!r} is for staff only.")
     params = validate_params(task_type=task_type, params=params)
-    if task_type.admit is not None:
-        task_type.admit(params=params, owner=owner, api_key=api_key)
     fingerprint = _fingerprint(type_name, params)
-
-    if idempotency_key is not None:
-        existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(existing, fingerprint), False
+    limited = not owner.is_staff
     try:
-        # One INSERT needs no transaction of its own, except to survive losing
-        # an Idempotency-Key race inside a caller's transaction.
-        with transaction.atomic() if idempotency_key else nullcontext():
+        # A limited owner's turn lasts until the commit, the count and the type's own
+        # limits included. Staff's one INSERT needs no transaction of its own, except
+        # to survive losing an Idempotency-Key race inside a caller's transaction.
+        with transaction.atomic() if limited or idempotency_key else nullcontext():
+            if limited:
+                owner_lock(owner_id=owner.pk)
+            if idempotency_key is not None:
+                existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+                if existing is not None:
+                    return _replay(existing, fingerprint), False
+            if limited:
+                _check_active_limit(owner_id=owner.pk)
+            if task_type.admit is not None:
+                task_type.admit(params=params, owner=owner, api_key=api_key)
             task = Task.objects.create(
                 owner=owner,
                 api_key=api_key,
@@ -272,15 +320,26 @@ def task_retry(*, task: Task, actor: AbstractBaseUser | None = None) -> Task:
     """Run a failed or cancelled task again as its next attempt, keeping the last one's record.
 
     The retry is recorded in the audit log as done by ``actor`` (None: a command or the
-    system).
+    system). Queued again, the task counts against its owner's limits as a submission
+    does (429 past one), unless ``actor`` is staff, a command or the system.
     """
-    task = Task.objects.select_for_update().get(pk=task.pk)
+    task = (
+        Task.objects.select_related("owner", "api_key")
+        .select_for_update(of=("self",))
+        .get(pk=task.pk)
+    )
     if task.status not in RETRYABLE_STATUSES:
         raise Conflict(
             f"Only failed or cancelled tasks can be retried; this one is {task.status}.",
             code="task_not_retryable",
             details={"status": task.status},
         )
+    if actor is not None and not actor.is_staff:
+        owner_lock(owner_id=task.owner_id)
+        _check_active_limit(owner_id=task.owner_id)
+        task_type = get_task_type(task.type)
+        if task_type is not None and task_type.admit is not None:
+            task_type.admit(params=task.params, owner=task.owner, api_key=task.api_key)
     before = {"status": task.status, "attempt": task.attempt}
     _archive_attempt(task)
     _reset_for_new_attempt(task)

@@ -24,11 +24,22 @@ from apps.tasks.serializers import (
 from apps.tasks.services import task_cancel, task_retry, task_submit
 from contextos.exceptions import ValidationFailed
 from contextos.schema import ITEM_ID, error_responses
+from contextos.serializers import ErrorSerializer
 from contextos.views import ITEM_ID_PATTERN
 
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
 
 ERRORS = error_responses(400, 401, 403, 404, 409, 429)
+# Submitting or retrying queues a task: the caller's limits apply.
+QUEUE_LIMITS = OpenApiResponse(
+    ErrorSerializer,
+    description=(
+        "Over the key's request rate (`throttled`), or a non-staff caller's queued + running "
+        "tasks at `TASKS_MAX_ACTIVE_PER_USER` (`too_many_active_tasks`) or `ai.batch` "
+        "prompts past `TASKS_MAX_BATCH_PROMPTS_PER_USER` (`too_many_batch_prompts`); "
+        "`details` gives the limit and the count, `Retry-After` when to try again."
+    ),
+)
 
 
 def _submit_request_schema() -> dict[str, Any]:
@@ -125,6 +136,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             202: OpenApiResponse(TaskSerializer, description="Accepted and queued."),
             200: OpenApiResponse(TaskSerializer, description="Replay of an Idempotency-Key."),
             **ERRORS,
+            429: QUEUE_LIMITS,
         },
         tags=["tasks"],
     )
@@ -167,7 +179,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         summary="Retry a failed or cancelled task",
         parameters=[ITEM_ID],
         request=None,
-        responses={202: TaskSerializer, **ERRORS},
+        responses={202: TaskSerializer, **ERRORS, 429: QUEUE_LIMITS},
         tags=["tasks"],
     )
     @action(detail=True, methods=["post"])

@@ -5,6 +5,7 @@ Every value comes from an environment variable (or a ``.env`` file beside
 modules only change defaults.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -36,11 +37,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "corsheaders",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
     "django_celery_beat",
+    "axes",
     "contextos",
     "apps.accounts",
     "apps.health",
@@ -56,6 +59,7 @@ MIDDLEWARE = [
     "contextos.middleware.RequestIDMiddleware",
     "contextos.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -64,7 +68,32 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------
+# Pages (admin, Swagger UI, Redoc, the home page) load scripts, styles, images and fonts
+# from this host only, run no inline script and cannot be framed. The docs views add
+# inline styles (``config/urls.py``), which Swagger UI and Redoc need. JSON answers of
+# the API carry no page to protect: the header is left off them.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/", "/v1/", "/metrics"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -181,6 +210,12 @@ DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 DJANGO_REDIS_LOGGER = "contextos.cache"
 
 # --- Auth, i18n, static -------------------------------------------------------
+# django-axes' backend first: it refuses a locked-out user name and address before
+# any password is checked (see "Admin login lockout" below).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -200,6 +235,37 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# --- Admin login lockout (django-axes) -------------------------------------------
+# Wrong passwords are counted per user name and client address together: after
+# ADMIN_LOGIN_FAILURE_LIMIT of them, that pair is locked out until
+# ADMIN_LOGIN_COOLOFF_MINUTES have passed since its last attempt (a 429 page; an
+# attempt during the lockout, right password or not, starts the cool-off again).
+# The same name from another address, and other names from that address, still
+# log in. Lockouts are rows in the database, listed under "Axes" in the admin,
+# where deleting one lifts it; the audit log records each lockout and each lift
+# (apps.accounts.lockout).
+ADMIN_LOGIN_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+ADMIN_LOGIN_COOLOFF_MINUTES = env.float("ADMIN_LOGIN_COOLOFF_MINUTES", default=15.0)
+if ADMIN_LOGIN_FAILURE_LIMIT < 1 or ADMIN_LOGIN_COOLOFF_MINUTES <= 0:
+    raise ImproperlyConfigured(
+        "ADMIN_LOGIN_FAILURE_LIMIT must be 1 or more and ADMIN_LOGIN_COOLOFF_MINUTES above 0."
+    )
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ADMIN_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The login form's field (axes' default is a lazy object of the same value).
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_LOCKOUT_CALLABLE = "apps.accounts.lockout.lockout_response"
+# The client's address is REMOTE_ADDR, the peer gunicorn saw (or the address a
+# PROXY-protocol front end reported): never X-Forwarded-For, which any client can
+# write. Behind a reverse proxy every login then comes from the proxy's address,
+# and a lockout holds for that user name whatever the client's address.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+# No "AXES: BEGIN ..." line at the start of every process and command.
+AXES_VERBOSE = False
+
 # --- HTTP -------------------------------------------------------------------
 # Bodies over this size answer 413 before any parsing.
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
@@ -214,11 +280,29 @@ CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
 # in between, so probes (or anyone) calling it in a loop cannot load them.
 HEALTH_READY_CACHE_SECONDS = env.float("HEALTH_READY_CACHE_SECONDS", default=1.0)
 
+# --- In flight --------------------------------------------------------------
+# An API key has at most this many AI calls open at once (web calls: REST sync and
+# the gateway, streamed or not), unless its limits set max_parallel_requests; 0: none.
+API_MAX_PARALLEL_REQUESTS = env.int("API_MAX_PARALLEL_REQUESTS", default=16)
+# Each web process holds at most this many streams open, keeping the rest of its
+# threads (WEB_THREADS, as scripts/start-web passes them to gunicorn) for other calls.
+WEB_THREADS = env.int("WEB_THREADS", default=16)
+WEB_MAX_STREAMS = env.int("WEB_MAX_STREAMS", default=max(1, WEB_THREADS - 4))
+if API_MAX_PARALLEL_REQUESTS < 0 or WEB_MAX_STREAMS < 1:
+    raise ImproperlyConfigured(
+        "API_MAX_PARALLEL_REQUESTS must be 0 or more, and WEB_MAX_STREAMS 1 or more."
+    )
+
 # --- REST framework ---------------------------------------------------------
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/min")
 # Authenticated API keys are kept in Redis this long (0: read from the database
 # at every request); revocation and deactivation take effect at once anyway.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+# Failed authentications (no key where one is needed, a malformed header, an
+# unknown, revoked or expired key) per client address (REMOTE_ADDR, as for the
+# admin lockout) and period; past the rate, further failures from that address
+# answer 429 with Retry-After, while valid keys from it keep working. Empty: off.
+AUTH_FAILURE_RATE = env.str("AUTH_FAILURE_RATE", default="20/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -371,6 +455,11 @@ TASK_REDISPATCH_AFTER_SECONDS = env.int("TASK_REDISPATCH_AFTER_SECONDS", default
 # A task still queued, unchanged, after this long is published once more: its
 # message may have been lost with a killed worker (Redis broker).
 TASK_REPUBLISH_QUEUED_AFTER_SECONDS = env.int("TASK_REPUBLISH_QUEUED_AFTER_SECONDS", default=3600)
+# A non-staff user may have this many tasks queued or running at once (async AI
+# interactions included), and this many prompts in their queued or running
+# ai.batch tasks; a submission or retry past either is refused (429).
+TASKS_MAX_ACTIVE_PER_USER = env.int("TASKS_MAX_ACTIVE_PER_USER", default=1000)
+TASKS_MAX_BATCH_PROMPTS_PER_USER = env.int("TASKS_MAX_BATCH_PROMPTS_PER_USER", default=10000)
 
 # --- Retention ---------------------------------------------------------------------
 # Finished tasks and AI interactions older than this many days are deleted every

@@ -374,7 +374,7 @@ class Services:
 
 @pytest.fixture
 def serve(own_redis, start_web, start_worker) -> Callable[..., Services]:  # noqa: F811
-    """Start the web server (not rate limited: the load is one key) and, unless
+    """Start the web server (no rate or in-flight limit: the load is one key) and, unless
     ``workers=0``, a worker; both use the test's own Redis as broker, and as cache
     unless ``own_cache=False`` (then the tests' cache, which the test can read)."""
 
@@ -384,7 +384,12 @@ def serve(own_redis, start_web, start_worker) -> Callable[..., Services]:  # noq
         env = {"CELERY_BROKER_URL": own_redis.broker_url}
         if own_cache:
             env["REDIS_URL"] = own_redis.cache_url
-        base = start_web(API_RATE_LIMIT="1000000/min", **env, **(web_env or {}))
+        base = start_web(
+            API_RATE_LIMIT="1000000/min",
+            API_MAX_PARALLEL_REQUESTS="1000",
+            **env,
+            **(web_env or {}),
+        )
         services = Services(base, own_redis, own_cache, start_worker)
         for _ in range(workers):
             services.worker(**(worker_env or {}))

@@ -233,6 +233,8 @@ def test_64_concurrent_calls_through_2_gunicorn_processes_keep_the_budget(
         AI_RETRY_BASE_DELAY="0.01",
         DATABASE_POOL_TIMEOUT="15",
         REDIS_SOCKET_TIMEOUT="10",
+        # 32 calls of one key at once: the budget refuses them here, not its in-flight limit.
+        API_MAX_PARALLEL_REQUESTS="64",
     )
 
     def call(number: int) -> tuple[int, dict]:

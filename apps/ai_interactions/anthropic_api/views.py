@@ -27,9 +27,8 @@ from apps.ai_interactions.anthropic_api.serializers import (
 from apps.ai_interactions.gateway import (
     GatewayCall,
     checked_body,
-    event_stream,
     gateway_answer,
-    gateway_stream,
+    gateway_streamed,
     with_rate_limits,
 )
 from apps.ai_interactions.models import AIInteraction
@@ -523,7 +522,6 @@ class MessagesView(APIView):
         if not asked.stream:
             interaction = gateway_answer(request, asked)
             return with_rate_limits(Response(_message(interaction, asked.model)), interaction)
-        interaction, chunks = gateway_stream(request, asked)
-        return with_rate_limits(
-            event_stream(_events(interaction, chunks, asked.model)), interaction
+        return gateway_streamed(
+            request, asked, lambda interaction, chunks: _events(interaction, chunks, asked.model)
         )

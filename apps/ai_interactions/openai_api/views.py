@@ -23,9 +23,8 @@ from apps.ai_interactions.catalog import model_list_for
 from apps.ai_interactions.gateway import (
     GatewayCall,
     checked_body,
-    event_stream,
     gateway_answer,
-    gateway_stream,
+    gateway_streamed,
     known_model,
     with_header_tags,
     with_rate_limits,
@@ -243,9 +242,10 @@ class ChatCompletionsView(APIView):
             interaction = gateway_answer(request, chat.call)
             answer = {**interaction.completion, **_head(interaction, "chat.completion")}
             return with_rate_limits(Response(answer), interaction)
-        interaction, chunks = gateway_stream(request, chat.call)
-        return with_rate_limits(
-            event_stream(_events(interaction, chunks, chat.include_usage)), interaction
+        return gateway_streamed(
+            request,
+            chat.call,
+            lambda interaction, chunks: _events(interaction, chunks, chat.include_usage),
         )
 
 
