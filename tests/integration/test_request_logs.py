@@ -7,7 +7,7 @@ import pytest
 from kombu import Connection
 
 from apps.ai_interactions.models import AIInteraction
-from tests.integration.conftest import stop, wait_for
+from tests.integration.conftest import output_of, stop, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.worker]
 
@@ -60,6 +60,16 @@ def test_the_request_id_reaches_the_web_and_worker_logs(start_web, start_worker,
     ]
     assert [line["request_id"] for line in access] == [request_id]
 
+    # Celery logs the task's outcome after it returns (the row is already succeeded):
+    # wait for that line before stopping the worker, which would cut it off.
+    celery_task_id = interaction.task.celery_task_id
+    wait_for(
+        lambda: any(
+            line.get("task_id") == celery_task_id for line in json_lines(output_of(worker.process))
+        ),
+        timeout=30,
+        message="the worker logged nothing for the task",
+    )
     worker.output = stop(worker.process)
     task_lines = [
         line
