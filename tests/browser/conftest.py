@@ -159,8 +159,13 @@ def _watch(page: Page, record: Record) -> None:
         record.console_errors.append(f"{message.text}{at}")
 
     def failed(request) -> None:
-        if request.url not in record.off_host:
-            record.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
+        if request.url in record.off_host:
+            return
+        # A live refresh still on its way when staff click a button is cancelled by the
+        # navigation the click starts: the browser's doing, not a failure of the server.
+        if request.resource_type == "fetch" and request.failure == "net::ERR_ABORTED":
+            return
+        record.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
 
     def answered(response) -> None:
         path = urlsplit(response.url).path
