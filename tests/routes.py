@@ -53,3 +53,19 @@ def gpt4o_deployment(provider: Provider) -> Deployment:
         output_price_per_mtok="10.00",
         context_window=128000,
     )
+
+
+def provider_form(provider: Provider, **changes: object) -> dict:
+    """The admin's provider change form as posted, with ``changes`` (the key left as is)."""
+    data = {
+        "name": provider.name,
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "timeout": "",
+        "max_attempts": "",
+        "extra_headers": "{}",
+        "enabled": "on",
+        "api_key": "",
+    }
+    data.update(changes)
+    return data

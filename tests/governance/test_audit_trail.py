@@ -18,7 +18,7 @@ from apps.tasks.models import Task, TaskStatus
 from apps.tasks.services import task_retry, task_submit
 from contextos.exceptions import Conflict
 from tests.factories import InteractionFactory
-from tests.routes import gpt4o_deployment, main_provider
+from tests.routes import gpt4o_deployment, main_provider, provider_form
 
 pytestmark = pytest.mark.django_db
 
@@ -267,21 +267,6 @@ def test_a_team_made_by_command_is_recorded(user):
 
 
 # --- Providers, routes and deployments -------------------------------------------------
-
-
-def provider_form(provider: Provider, **changes: object) -> dict:
-    data = {
-        "name": provider.name,
-        "kind": provider.kind,
-        "base_url": provider.base_url,
-        "timeout": "",
-        "max_attempts": "",
-        "extra_headers": "{}",
-        "enabled": "on",
-        "api_key": "",
-    }
-    data.update(changes)
-    return data
 
 
 def test_a_provider_changed_in_the_admin_is_recorded_without_its_key(

@@ -15,7 +15,7 @@ from apps.routing import cooldown
 from apps.routing import selectors as routing_selectors
 from apps.routing.models import Deployment, Provider, Route
 from tests.factories import InteractionFactory
-from tests.routes import gpt4o_deployment, main_provider
+from tests.routes import gpt4o_deployment, main_provider, provider_form
 
 pytestmark = pytest.mark.django_db
 
@@ -38,21 +38,6 @@ def page(client, url: str) -> str:
     return response.content.decode()
 
 
-def change_form(provider: Provider, **changes: object) -> dict:
-    data = {
-        "name": provider.name,
-        "kind": provider.kind,
-        "base_url": provider.base_url,
-        "timeout": "",
-        "max_attempts": "",
-        "extra_headers": "{}",
-        "enabled": "on",
-        "api_key": "",
-    }
-    data.update(changes)
-    return data
-
-
 def assert_no_key(html: str, provider: Provider) -> None:
     assert KEY not in html
     assert provider.api_key_encrypted not in html
@@ -72,14 +57,14 @@ def test_providers_show_only_the_last_four_characters_of_their_key(superuser_cli
 
 def test_an_empty_key_field_keeps_the_key_and_a_new_one_replaces_it(superuser_client, provider):
     url = f"/admin/routing/provider/{provider.pk}/change/"
-    response = superuser_client.post(url, change_form(provider, base_url="http://other/v1"))
+    response = superuser_client.post(url, provider_form(provider, base_url="http://other/v1"))
     assert response.status_code == 302
     provider.refresh_from_db()
     assert provider.base_url == "http://other/v1"
     assert provider.api_key == KEY
 
     new_key = "sk-rotated-in-the-admin-1c2d"
-    response = superuser_client.post(url, change_form(provider, api_key=new_key), follow=True)
+    response = superuser_client.post(url, provider_form(provider, api_key=new_key), follow=True)
     assert response.status_code == 200
     provider.refresh_from_db()
     assert provider.api_key == new_key
@@ -92,7 +77,7 @@ def test_an_empty_key_field_keeps_the_key_and_a_new_one_replaces_it(superuser_cl
     assert new_key not in history
     assert all(new_key not in entry.change_message for entry in LogEntry.objects.all())
 
-    response = superuser_client.post(url, change_form(provider, clear_api_key="on"))
+    response = superuser_client.post(url, provider_form(provider, clear_api_key="on"))
     assert response.status_code == 302
     provider.refresh_from_db()
     assert provider.api_key == ""
@@ -101,7 +86,7 @@ def test_an_empty_key_field_keeps_the_key_and_a_new_one_replaces_it(superuser_cl
 def test_a_provider_added_in_the_admin_has_its_key_encrypted(superuser_client):
     response = superuser_client.post(
         "/admin/routing/provider/add/",
-        change_form(Provider(name="claude", kind="anthropic"), api_key=KEY),
+        provider_form(Provider(name="claude", kind="anthropic"), api_key=KEY),
     )
     assert response.status_code == 302
     provider = Provider.objects.get(name="claude")
