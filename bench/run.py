@@ -290,6 +290,85 @@ def http_row(scenario: str, pairs: Paired, target: float) -> Row:
     return Row(scenario, *pairs.medians, "req/s", target, paired=pairs.ratio())
 
 
+@dataclass
+class Timed:
+    """One request's answer: its status, the seconds it took (to its first byte of body,
+    for a stream), and ContextOS's own account of them (``Server-Timing``, in ms)."""
+
+    status: int
+    seconds: float
+    stages: dict[str, float]
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """``{"auth": 0.31, ..., "total": 4.2}`` of ``auth;dur=0.31, ..., total;dur=4.2``."""
+    stages = {}
+    for part in (header or "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if duration:
+            stages[name] = float(duration)
+    return stages
+
+
+class KeepAliveClient:
+    """HTTP/1.1 connections kept open, one per origin, as API clients (the SDKs) keep them."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, object] = {}
+
+    def post(
+        self, url: str, body: dict, api_key: str | None = None, *, first_byte: bool = False
+    ) -> Timed:
+        """POST ``body``; with ``first_byte``, stop timing at the first byte of the body
+        (a stream's first event) and close the connection."""
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        payload = json.dumps(body).encode()
+        for retry in (False, True):
+            connection = self._connections.get(parts.netloc)
+            if connection is None:
+                connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+                connection.connect()  # not timed: an SDK's pool has it open already
+                self._connections[parts.netloc] = connection
+            started = time.perf_counter()
+            try:
+                connection.request("POST", parts.path, body=payload, headers=headers)
+                response = connection.getresponse()
+                response.read(1) if first_byte else response.read()
+            except (http.client.HTTPException, OSError):
+                connection.close()
+                del self._connections[parts.netloc]
+                if retry:
+                    raise
+                continue  # the server closed an idle connection: once more on a new one
+            seconds = time.perf_counter() - started
+            if first_byte or response.getheader("Connection", "").lower() == "close":
+                connection.close()
+                del self._connections[parts.netloc]
+            return Timed(
+                response.status, seconds, server_timing(response.getheader("Server-Timing"))
+            )
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Latencies:
+    """Requests through ContextOS and the same ones straight to the upstream, in ms,
+    with ContextOS's stage timings of each."""
+
+    ours: list[float]
+    theirs: list[float]
+    stages: list[dict[str, float]]
+
+    def added(self) -> tuple[float, float]:
+        return statistics.median(self.ours), statistics.median(self.theirs)
+
+
 def added_latency(
     gateway: str,
     upstream: str,
@@ -298,21 +377,26 @@ def added_latency(
     runs: int,
     requests: int,
     body: Callable[[str], dict] | None = None,
-) -> tuple[float, float]:
-    """Median ms of a call through ContextOS (``gateway``: its URL) and straight to the
-    upstream; ``body`` makes each request's body from a prompt never asked before."""
+    first_byte: bool = False,
+) -> Latencies:
+    """Calls through ContextOS (``gateway``: its URL) and straight to the upstream, one
+    at a time on kept-alive connections; ``body`` makes each request's body from a
+    prompt never asked before (never a cache hit)."""
     body = body or chat_body
-    ours, theirs = [], []
+    client = KeepAliveClient()
+    measured = Latencies([], [], [])
     for run in range(runs):
         for _ in range(requests):
-            sent = body(f"latency probe {run} {time.perf_counter_ns()}")  # never a cache hit
-            pair = [(ours, gateway, api_key), (theirs, upstream, None)]
+            sent = body(f"latency probe {run} {time.perf_counter_ns()}")
+            pair = [(measured.ours, gateway, api_key), (measured.theirs, upstream, None)]
             for results, url, key in pair if run % 2 == 0 else reversed(pair):
-                status, seconds = post_json(url, sent, key)
-                if status != 200:
-                    raise BenchError(f"{url} answered {status}")
-                results.append(seconds * 1000)
-    return statistics.median(ours), statistics.median(theirs)
+                answer = client.post(url, sent, key, first_byte=first_byte)
+                if answer.status != 200:
+                    raise BenchError(f"{url} answered {answer.status}")
+                results.append(answer.seconds * 1000)
+                if key is not None:
+                    measured.stages.append(answer.stages)
+    return measured
 
 
 def chat_body(prompt: str) -> dict:
@@ -332,16 +416,6 @@ def _tool(name: str) -> dict:
             },
         },
     }
-
-
-def tool_call_body(prompt: str) -> dict:
-    """A chat request with two tools, answered by one tool call."""
-    return {**chat_body(prompt), "tools": [_tool("weather"), _tool("time")]}
-
-
-def embeddings_body(prompt: str) -> dict:
-    """Sixteen inputs to embed."""
-    return {"model": BENCH_MODEL, "input": [f"{prompt} #{number}" for number in range(16)]}
 
 
 def deep_cursor_url(base: str, depth: int) -> str:
@@ -398,7 +472,106 @@ def bench_route(upstream_url: str) -> None:
     )
 
 
-def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: int) -> list[Row]:
+GATEWAY_MODEL = "bench-gateway"
+GATEWAY_DEPLOYMENTS = 3
+
+
+def gateway_route(upstream_url: str) -> None:
+    """The route ``GATEWAY_MODEL``: 3 weighted deployments, each of its own provider, all on
+    the fake upstream of this run."""
+    from decimal import Decimal
+
+    from apps.routing.models import Deployment, Provider, Route
+
+    route, _ = Route.objects.update_or_create(name=GATEWAY_MODEL, defaults={"strategy": "weighted"})
+    for number in range(1, GATEWAY_DEPLOYMENTS + 1):
+        provider, _ = Provider.objects.update_or_create(
+            name=f"bench-gateway-{number}", defaults={"kind": "openai", "base_url": upstream_url}
+        )
+        provider.set_api_key("bench")
+        provider.save()
+        Deployment.objects.update_or_create(
+            route=route,
+            provider=provider,
+            model=BENCH_MODEL,
+            defaults={"input_price_per_mtok": Decimal(1), "output_price_per_mtok": Decimal(2)},
+        )
+
+
+def governed_api_key(user) -> str:
+    """A new key of ``user`` with a budget, an RPM and a TPM limit (never reached)."""
+    from decimal import Decimal
+
+    from apps.accounts.services import api_key_create
+    from apps.governance.models import Limits
+
+    api_key, raw = api_key_create(user=user, name="bench governed")
+    Limits.objects.create(
+        api_key=api_key, budget_usd=Decimal(10**6), rpm_limit=10**9, tpm_limit=10**9
+    )
+    return raw
+
+
+def gateway_body(prompt: str) -> dict:
+    return {"model": GATEWAY_MODEL, "messages": [{"role": "user", "content": prompt}]}
+
+
+def streamed_body(prompt: str) -> dict:
+    return {**gateway_body(prompt), "stream": True}
+
+
+def tool_call_body(prompt: str) -> dict:
+    """A chat request with two tools, answered by one tool call."""
+    return {**gateway_body(prompt), "tools": [_tool("weather"), _tool("time")]}
+
+
+def embeddings_body(prompt: str) -> dict:
+    """Sixteen inputs to embed."""
+    return {"model": GATEWAY_MODEL, "input": [f"{prompt} #{number}" for number in range(16)]}
+
+
+def cache_hit_prompt(base: str, api_key: str) -> str:
+    """Ask the gateway once (its answer is cached), and keep that answer under
+    ``bench:answer`` for the baseline view; the body of the request to repeat."""
+    from django.core.cache import cache
+
+    from apps.ai_interactions.answer_cache import response_cache_key
+    from apps.ai_interactions.models import AIInteraction
+
+    body = gateway_body(CACHED_PROMPT)
+    answer = KeepAliveClient().post(f"{base}/v1/chat/completions", body, api_key)
+    if answer.status != 200:
+        raise BenchError(f"the gateway answered {answer.status}")
+    digest = AIInteraction.objects.filter(model=GATEWAY_MODEL).latest("created_at").prompt_hash
+    cache.set("bench:answer", cache.get(response_cache_key(digest)), timeout=None)
+    return json.dumps(body)
+
+
+@dataclass
+class Stages:
+    """Where a kind of request's time went: per stage, the median ms of ContextOS's own
+    ``Server-Timing``, and what the stages leave of the request."""
+
+    kind: str
+    medians: dict[str, float]
+
+    @classmethod
+    def of(cls, kind: str, timings: list[dict[str, float]], upstream_ms: float = 0.0) -> Stages:
+        from contextos.timing import STAGES
+
+        medians = {name: statistics.median(t.get(name, 0.0) for t in timings) for name in STAGES}
+        medians["framework and response"] = statistics.median(
+            t["total"] - sum(t.get(name, 0.0) for name in STAGES) for t in timings
+        )
+        if upstream_ms:
+            medians["provider"] -= upstream_ms  # the provider call's overhead alone
+        medians["total"] = statistics.median(t["total"] for t in timings) - upstream_ms
+        return cls(kind, medians)
+
+
+def http_scenarios(
+    user, api_key: str, staff_key: str, *, runs: int, seconds: int, gateway_only: bool = False
+) -> tuple[list[Row], list[Stages]]:
     from apps.ai_interactions.models import AIInteraction
     from tests.fakes.openai_server import FakeOpenAI
 
@@ -407,14 +580,20 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
     with FakeOpenAI() as upstream:
         upstream.default_delay = 0.05
         bench_route(upstream.base_url)
+        gateway_route(upstream.base_url)
         # One gunicorn worker process: with two, wrk's connections land on them
         # unevenly (whichever process wakes first accepts them), which made single
         # runs bimodal (/live at 1,250 or 3,100 req/s). A ratio compares the cost of
         # a request, which one process measures without that noise.
         with (
-            web_server(workers=1) as base,
+            web_server(workers=1, SERVER_TIMING="true") as base,
             tempfile.TemporaryDirectory() as scripts,
         ):
+            gateway_rows, stages = gateway_scenarios(
+                base, upstream.base_url, user, scripts, runs=runs, seconds=seconds
+            )
+            if gateway_only:
+                return gateway_rows, stages
             submit = lua_script(scripts, "submit", api_key, submit_body)
             ask = lua_script(scripts, "ask", api_key, ask_body)
             staff_get = lua_script(scripts, "list", staff_key)
@@ -451,19 +630,6 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
                 runs=runs,
                 seconds=seconds,
             )
-            chat = (f"{base}/v1/chat/completions", f"{upstream.base_url}/chat/completions")
-            gateway_ms, direct_ms = added_latency(*chat, api_key, runs=runs, requests=100)
-            tools_ms, tools_direct_ms = added_latency(
-                *chat, api_key, runs=runs, requests=100, body=tool_call_body
-            )
-            embeddings_ms, embeddings_direct_ms = added_latency(
-                f"{base}/v1/embeddings",
-                f"{upstream.base_url}/embeddings",
-                api_key,
-                runs=runs,
-                requests=100,
-                body=embeddings_body,
-            )
             # Latency: the deep page's figure first, its ratio deep over first.
             deep = compare_http(
                 (deep_cursor_url(base, LIST_DEPTH) + "&page_size=50", staff_get),
@@ -472,7 +638,7 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
                 seconds=seconds,
             )
     deep_rps, first_rps = deep.medians
-    return [
+    rows = [
         http_row("GET /api/v1/health/live vs bare DRF view", live, 0.8),
         http_row("GET /api/v1/health/ready vs /live", ready, 0.5),
         http_row(
@@ -480,31 +646,7 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
         ),
         http_row("POST /api/v1/tasks/ vs bare authenticated insert", submitted, 0.6),
         http_row("cache-hit POST /api/v1/ai/interactions/ vs bare Redis GET + INSERT", hit, 0.6),
-        Row(
-            "/v1/chat/completions vs the upstream directly (50 ms upstream), median",
-            gateway_ms,
-            direct_ms,
-            "ms",
-            10,
-            kind="max-added",
-        ),
-        Row(
-            "/v1/chat/completions with 2 tools, 1 call back, vs the upstream directly "
-            "(50 ms upstream), median",
-            tools_ms,
-            tools_direct_ms,
-            "ms",
-            10,
-            kind="max-added",
-        ),
-        Row(
-            "/v1/embeddings of 16 inputs vs the upstream directly (50 ms upstream), median",
-            embeddings_ms,
-            embeddings_direct_ms,
-            "ms",
-            10,
-            kind="max-added",
-        ),
+        *gateway_rows,
         Row(
             f"interaction list: page {LIST_DEPTH:,} rows deep vs first page (1M rows), "
             "mean latency",
@@ -516,6 +658,84 @@ def http_scenarios(user, api_key: str, staff_key: str, *, runs: int, seconds: in
             paired=deep.ratio(per_request_ms),
         ),
     ]
+    return rows, stages
+
+
+def gateway_scenarios(
+    base: str, upstream: str, user, scripts: str, *, runs: int, seconds: int
+) -> tuple[list[Row], list[Stages]]:
+    """The gateway's hot path, with a key that has a budget, RPM and TPM limits, through a
+    route of 3 deployments on an upstream answering in 50 ms."""
+    governed = governed_api_key(user)
+    hit_script = lua_script(scripts, "hit", governed, cache_hit_prompt(base, governed))
+    hit = compare_http(
+        (f"{base}/v1/chat/completions", hit_script),
+        (f"{base}/bench/bare-cache-insert", hit_script),
+        runs=runs,
+        seconds=seconds,
+    )
+    client = KeepAliveClient()
+    hit_timings = [
+        client.post(f"{base}/v1/chat/completions", gateway_body(CACHED_PROMPT), governed).stages
+        for _ in range(200)
+    ]
+    chat = (f"{base}/v1/chat/completions", f"{upstream}/chat/completions")
+    miss = added_latency(*chat, governed, runs=runs, requests=100, body=gateway_body)
+    streamed = added_latency(
+        *chat, governed, runs=runs, requests=100, body=streamed_body, first_byte=True
+    )
+    tools = added_latency(*chat, governed, runs=runs, requests=100, body=tool_call_body)
+    embeddings = added_latency(
+        f"{base}/v1/embeddings",
+        f"{upstream}/embeddings",
+        governed,
+        runs=runs,
+        requests=100,
+        body=embeddings_body,
+    )
+    setting = "key with a budget, RPM and TPM; route of 3 deployments; 50 ms upstream"
+    rows = [
+        http_row(
+            "cache-hit POST /v1/chat/completions (key with a budget, RPM and TPM) vs bare "
+            "Redis GET + INSERT of the same row",
+            hit,
+            0.8,
+        ),
+        Row(
+            f"/v1/chat/completions vs the upstream directly ({setting}), median",
+            *miss.added(),
+            "ms",
+            5,
+            kind="max-added",
+        ),
+        Row(
+            f"/v1/chat/completions streamed, first byte, vs the upstream's ({setting}), median",
+            *streamed.added(),
+            "ms",
+            5,
+            kind="max-added",
+        ),
+        Row(
+            "/v1/chat/completions with 2 tools, 1 call back, vs the upstream directly, median",
+            *tools.added(),
+            "ms",
+            5,
+            kind="max-added",
+        ),
+        Row(
+            "/v1/embeddings of 16 inputs vs the upstream directly, median",
+            *embeddings.added(),
+            "ms",
+            5,
+            kind="max-added",
+        ),
+    ]
+    stages = [
+        Stages.of("cache hit", hit_timings),
+        Stages.of("miss", miss.stages, upstream_ms=statistics.median(miss.theirs)),
+        Stages.of("stream to first byte", streamed.stages, statistics.median(streamed.theirs)),
+    ]
+    return rows, stages
 
 
 # --- Admin and usage at scale ---------------------------------------------------------
@@ -909,6 +1129,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def stage_table(stages: list[Stages]) -> str:
+    names = list(stages[0].medians)
+    lines = [
+        "| stage | " + " | ".join(s.kind for s in stages) + " |",
+        "|---|" + "---|" * len(stages),
+    ]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(f"{s.medians[name]:.2f}" for s in stages) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7, help="runs per measurement (median)")
@@ -917,6 +1148,11 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument(
         "--http-only", action="store_true", help="skip the worker throughput scenario"
+    )
+    parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="only the gateway's hot path (printed, BENCHMARKS.md left as it is)",
     )
     args = parser.parse_args()
 
@@ -927,9 +1163,20 @@ def main() -> int:
     setup_django()
     user, api_key = bench_api_key()
     _, staff_key = bench_api_key(username="bench-staff", staff=True)
-    ensure_interactions(LIST_ROWS)
+    if not args.gateway_only:
+        ensure_interactions(LIST_ROWS)
 
-    rows = http_scenarios(user, api_key, staff_key, runs=args.runs, seconds=args.seconds)
+    rows, stages = http_scenarios(
+        user,
+        api_key,
+        staff_key,
+        runs=args.runs,
+        seconds=args.seconds,
+        gateway_only=args.gateway_only,
+    )
+    if args.gateway_only:
+        print(table(rows), stage_table(stages), sep="\n\n")
+        return 0 if all(row.passed for row in rows) else 1
     rows += admin_scale_scenario(runs=args.runs)
     rows += dashboard_scenario(runs=args.runs)
     rows += routing_scenario(runs=args.runs)
@@ -939,7 +1186,8 @@ def main() -> int:
         rows += throughput_scenario(user, runs=args.runs, count=args.tasks)
 
     report = table(rows)
-    print(report)
+    breakdown = stage_table(stages)
+    print(report, breakdown, sep="\n\n")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     Path(args.output).write_text(
         "# Benchmarks\n\n"
@@ -950,7 +1198,13 @@ def main() -> int:
         "against gunicorn (production settings, one gthread worker process for the ratios); "
         "Celery workers with 2 processes on "
         "the Redis broker. Each baseline runs on the same server or broker in the same run.\n\n"
-        f"{report}\n"
+        f"{report}\n\n"
+        "Where a gateway call's time goes: per stage, the median over the calls above of "
+        "ContextOS's own `Server-Timing` (ms). `provider` is the provider call less the "
+        "upstream's own time (the direct calls' median); `framework and response` is the "
+        "request as the outermost middleware timed it, less the stages (Django, DRF, the "
+        "answer written); `total` leaves the upstream out.\n\n"
+        f"{breakdown}\n"
     )
     return 0 if all(row.passed for row in rows) else 1
 

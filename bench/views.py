@@ -3,6 +3,7 @@
 import uuid
 
 from django.core.cache import cache
+from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -47,21 +48,52 @@ class BareInsertView(APIView):
 
 
 class BareCacheInsertView(APIView):
-    """Authenticated and throttled: one Redis GET and one interaction INSERT, nothing else."""
+    """Authenticated and throttled: one Redis GET and one interaction INSERT, nothing else.
+
+    Given ``messages`` (a chat request), it writes the row a gateway cache hit writes (the
+    answer kept under ``bench:answer``) and answers the cached completion, as the gateway
+    does; given a ``prompt``, the row of a REST call.
+    """
 
     def post(self, request: Request) -> Response:
-        prompt = str(request.data.get("prompt", ""))
-        answer = cache.get("bench:answer") or ""
+        messages = request.data.get("messages")
+        if messages is None:
+            prompt = str(request.data.get("prompt", ""))
+            answer = cache.get("bench:answer") or ""
+            row = AIInteraction.objects.create(
+                owner=request.user,
+                status="succeeded",
+                mode="sync",
+                provider="echo",
+                model="echo-1",
+                messages=[{"role": "user", "content": prompt}],
+                prompt=prompt,
+                prompt_hash="0" * 64,
+                response=answer,
+                cached=True,
+            )
+            return Response({"id": str(row.pk)}, status=201)
+        answer = cache.get("bench:answer") or {}
+        now = timezone.now()
         row = AIInteraction.objects.create(
             owner=request.user,
+            api_key=request.auth,
             status="succeeded",
-            mode="sync",
-            provider="echo",
-            model="echo-1",
-            messages=[{"role": "user", "content": prompt}],
-            prompt=prompt,
+            mode="gateway",
+            provider="bench",
+            model=str(request.data.get("model", "")),
+            messages=messages,
+            prompt=" ".join(str(m.get("content")) for m in messages),
             prompt_hash="0" * 64,
-            response=answer,
+            response=answer.get("text", ""),
+            response_message=answer.get("message"),
+            finish_reason=answer.get("finish_reason", ""),
+            input_tokens=answer.get("input_tokens", 0),
+            output_tokens=answer.get("output_tokens", 0),
             cached=True,
+            latency_ms=0.0,
+            started_at=now,
+            completed_at=now,
         )
-        return Response({"id": str(row.pk)}, status=201)
+        body = answer.get("body") or {}
+        return Response({**body, "id": f"chatcmpl-{row.pk.hex}", "model": row.model})

@@ -7,6 +7,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from contextos import timing
 from contextos.context import request_id_var, sanitize_request_id
 from contextos.exceptions import plain_error_response
 from contextos.metrics import observe_request
@@ -26,20 +27,42 @@ class _SyncAndAsyncMiddleware:
 
 
 class HTTPMetricsMiddleware(_SyncAndAsyncMiddleware):
-    """Count and time every response for ``/metrics`` (outermost, so 413s count too)."""
+    """Count and time every response for ``/metrics`` (outermost, so 413s count too); with
+    ``SERVER_TIMING`` on, say where its time went (:mod:`contextos.timing`)."""
 
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self._acall(request)
         started = time.perf_counter()
-        response = self.get_response(request)
-        observe_request(request, response, time.perf_counter() - started)
-        return response
+        timings = timing.begin() if settings.SERVER_TIMING else None
+        try:
+            response = self.get_response(request)
+        finally:
+            if timings is not None:
+                timing.end()
+        return self._observed(request, response, started, timings)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
-        response = await self.get_response(request)
-        observe_request(request, response, time.perf_counter() - started)
+        timings = timing.begin() if settings.SERVER_TIMING else None
+        try:
+            response = await self.get_response(request)
+        finally:
+            if timings is not None:
+                timing.end()
+        return self._observed(request, response, started, timings)
+
+    @staticmethod
+    def _observed(
+        request: HttpRequest,
+        response: HttpResponse,
+        started: float,
+        timings: timing.Timings | None,
+    ) -> HttpResponse:
+        seconds = time.perf_counter() - started
+        if timings is not None:
+            response["Server-Timing"] = timings.header(seconds)
+        observe_request(request, response, seconds)
         return response
 
 

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from apps.accounts.models import APIKey
 from apps.accounts.selectors import api_key_get_by_raw
 from apps.accounts.services import api_key_record_use
+from contextos.timing import stage
 
 
 class APIKeyAuthentication(authentication.BaseAuthentication):
@@ -37,15 +38,16 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     @staticmethod
     def _authenticated(raw_key: str) -> tuple[AbstractBaseUser, APIKey]:
-        api_key = api_key_get_by_raw(raw_key=raw_key)
-        if api_key is None or not api_key.user.is_active:
-            raise exceptions.AuthenticationFailed("Invalid API key.")
-        if api_key.is_revoked:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.")
-        if api_key.is_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        api_key_record_use(api_key=api_key)
-        return api_key.user, api_key
+        with stage("auth"):
+            api_key = api_key_get_by_raw(raw_key=raw_key)
+            if api_key is None or not api_key.user.is_active:
+                raise exceptions.AuthenticationFailed("Invalid API key.")
+            if api_key.is_revoked:
+                raise exceptions.AuthenticationFailed("This API key has been revoked.")
+            if api_key.is_expired:
+                raise exceptions.AuthenticationFailed("This API key has expired.")
+            api_key_record_use(api_key=api_key)
+            return api_key.user, api_key
 
     def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="api"'

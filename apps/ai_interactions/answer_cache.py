@@ -25,6 +25,7 @@ from django.core.cache import cache
 
 from contextos.cache import cache_key, django_redis_client
 from contextos.exceptions import ServiceUnavailable
+from contextos.timing import stage
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
         return
     redis = client.get_client(write=True)
     try:
-        _take(flight, client, redis)
+        with stage("cache"):
+            _take(flight, client, redis)
     except Exception as error:
         logger.warning(
             "AI answer cache unavailable (%s: %s); calling the provider uncached",
@@ -130,7 +132,8 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
         yield flight
     finally:
         if redis is not None:
-            _land(flight, client, redis)
+            with stage("cache"):
+                _land(flight, client, redis)
 
 
 def _lock_seconds() -> float:

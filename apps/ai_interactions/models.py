@@ -1,5 +1,6 @@
 """Every call to an AI provider, recorded: what was asked, what came back, what it cost."""
 
+from concurrent.futures import Future
 from decimal import Decimal
 
 from django.conf import settings
@@ -104,6 +105,8 @@ class AIInteraction(BaseModel):
     completion: dict | None = None
     # OpenAI's ``x-ratelimit-*`` headers of the limits the call counted against; not stored.
     rate_limit_headers: dict[str, str] | None = None
+    # The write of the row as running, while it is under way on another thread; not stored.
+    announced: Future | None = None
 
     class Meta:
         verbose_name = "AI interaction"

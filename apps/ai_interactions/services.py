@@ -6,9 +6,11 @@ requests that arrive together make one provider call (a Redis lock), and
 with Redis down calls still work, uncached.
 """
 
+import copy
 import json
+import logging
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from datetime import datetime
 from decimal import Decimal
@@ -59,6 +61,7 @@ from apps.routing.router import (
 )
 from apps.routing.table import DeploymentConfig, RouteConfig
 from apps.tasks.services import task_submit
+from contextos.db import written_aside
 from contextos.digest import canonical_digest
 from contextos.exceptions import (
     AppError,
@@ -69,6 +72,9 @@ from contextos.exceptions import (
     ValidationFailed,
 )
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
+from contextos.timing import stage
+
+logger = logging.getLogger(__name__)
 
 GENERATE_TASK_TYPE = "ai.generate"
 
@@ -257,33 +263,50 @@ def _tokens(interaction: AIInteraction) -> int:
     )
 
 
-def _generated(interaction: AIInteraction, route: RouteConfig) -> Routed[Generation]:
+def _calling(interaction: AIInteraction, announce: bool) -> Callable[[], None]:
+    """What is done before each provider call: before the first, when ``announce``, the
+    interaction is saved as running (:func:`_announce`), so that the write goes on while
+    the provider is asked rather than before."""
+    pending = [announce]
+
+    def before() -> None:
+        if pending.pop() if pending else False:
+            _announce(interaction)
+
+    return before
+
+
+def _generated(
+    interaction: AIInteraction, route: RouteConfig, *, announce: bool = False
+) -> Routed[Generation]:
     """The provider's whole answer (a completion, or embeddings), routed and retried."""
-    if interaction.kind == InteractionKind.EMBEDDING:
-        return routed_call(
-            route,
-            tokens=_tokens(interaction),
-            call=lambda provider, deployment: provider.embed(
+    before = _calling(interaction, announce)
+
+    def call(provider: Any, deployment: DeploymentConfig) -> Generation:
+        before()
+        if interaction.kind == InteractionKind.EMBEDDING:
+            return provider.embed(
                 model=deployment.model, params=interaction.params, timeout=timeout_of(deployment)
-            ),
-        )
-    return routed_call(
-        route,
-        tokens=_tokens(interaction),
-        call=lambda provider, deployment: provider.generate(
+            )
+        return provider.generate(
             messages=interaction.messages,
             model=deployment.model,
             params=interaction.params,
             timeout=timeout_of(deployment),
-        ),
-    )
+        )
+
+    return routed_call(route, tokens=_tokens(interaction), call=call)
 
 
-def _streamed(interaction: AIInteraction, route: RouteConfig) -> tuple[Chunks, Routed]:
+def _streamed(
+    interaction: AIInteraction, route: RouteConfig, *, announce: bool = False
+) -> tuple[Chunks, Routed]:
     """The provider's answer as it comes, routed and retried (as a whole call is) until
     its first chunk."""
+    before = _calling(interaction, announce)
 
     def first(provider: Any, deployment: DeploymentConfig) -> tuple[StreamChunk, Iterator]:
+        before()
         chunks = iter(
             provider.stream(
                 messages=interaction.messages,
@@ -334,7 +357,8 @@ def _admitted(interaction: AIInteraction, route: RouteConfig) -> Admission:
         in_flight_default=interaction.mode in (InteractionMode.SYNC, InteractionMode.GATEWAY),
     )
     try:
-        return admit(scopes, tokens=tokens, worst_cost=worst)
+        with stage("limits"):
+            return admit(scopes, tokens=tokens, worst_cost=worst)
     except AppError as refusal:
         if interaction.mode in (InteractionMode.ASYNC, InteractionMode.BATCH):
             interaction.status = InteractionStatus.FAILED
@@ -369,10 +393,11 @@ def _answered(
             announce=announce or admission.reserved > 0,
         )
     finally:
-        admission.settle(
-            tokens=(interaction.input_tokens or 0) + (interaction.output_tokens or 0),
-            cost=Decimal(interaction.cost_usd or 0),
-        )
+        with stage("limits"):
+            admission.settle(
+                tokens=(interaction.input_tokens or 0) + (interaction.output_tokens or 0),
+                cost=Decimal(interaction.cost_usd or 0),
+            )
 
 
 def _answered_admitted(
@@ -404,15 +429,13 @@ def _answered_admitted(
     try:
         with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
             answer = flight.answer
-            if answer is None and announce:
-                interaction.save()
             if answer is None and not streamed:
-                routed = _generated(interaction, route)
+                routed = _generated(interaction, route, announce=announce)
                 _record_route(interaction, routed)
                 attempts, answer = routed.attempts, answer_of(routed.result)
             elif streamed:
                 if answer is None:
-                    chunks, routed = _streamed(interaction, route)
+                    chunks, routed = _streamed(interaction, route, announce=announce)
                     _record_route(interaction, routed)
                     attempts = routed.attempts
                 else:
@@ -457,12 +480,45 @@ def _answered_admitted(
     _save(interaction)
 
 
+# Calls answered while their client waits: their row is saved as running aside.
+_WEB_MODES = frozenset({InteractionMode.SYNC, InteractionMode.GATEWAY})
+
+
+def _announce(interaction: AIInteraction) -> None:
+    """Save ``interaction`` as running, with the reservation it holds. For a call its client
+    waits for, the write is done on a connection of its own while the provider is asked
+    (:func:`contextos.db.written_aside`); :func:`_save` waits for it before writing the
+    outcome over it. A queued task's row is updated at once, in the worker."""
+    if interaction.mode not in _WEB_MODES:
+        with stage("record"):
+            interaction.save()
+        return
+    running = copy.copy(interaction)  # as it is now; the caller goes on changing its own
+
+    def write() -> AIInteraction:
+        running.save()
+        return running
+
+    with stage("record"):
+        interaction.announced = written_aside(write)
+
+
 def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
     if interaction.status != InteractionStatus.RUNNING:
         interaction.reserved_usd = Decimal(0)
-    interaction.save()
-    if counted:
-        metrics.interaction_finished(interaction)
+    with stage("record"):
+        if (announced := interaction.announced) is not None:
+            interaction.announced = None
+            try:
+                interaction.created_at = announced.result().created_at
+                interaction._state.adding = False  # the row is there: an UPDATE
+            except Exception as error:  # the outcome is written whole instead (an INSERT)
+                logger.warning(
+                    "Interaction %s was not saved as running (%s)", interaction.pk, error
+                )
+        interaction.save()
+        if counted:
+            metrics.interaction_finished(interaction)
 
 
 def interaction_run(

@@ -30,6 +30,7 @@ from apps.routing import cooldown
 from apps.routing.models import Strategy
 from apps.routing.table import DeploymentConfig, RouteConfig, RoutingTable, routing_table
 from contextos.exceptions import ValidationFailed
+from contextos.timing import stage
 
 T = TypeVar("T")
 
@@ -163,6 +164,13 @@ def _routes(table: RoutingTable, route: RouteConfig) -> Iterator[tuple[RouteConf
 def routed_call(
     route: RouteConfig, *, tokens: int, call: Callable[[Provider, DeploymentConfig], T]
 ) -> Routed[T]:
+    with stage("route"):
+        return _routed_call(route, tokens=tokens, call=call)
+
+
+def _routed_call(
+    route: RouteConfig, *, tokens: int, call: Callable[[Provider, DeploymentConfig], T]
+) -> Routed[T]:
     """``call`` on the route's deployments (then its fallbacks') until one answers.
 
     Raises :class:`ContextTooLong` when no deployment can hold ``tokens``, and the last
@@ -226,7 +234,7 @@ def routed_call(
         others_left = position < len(plan) - 1
         try:
             result, attempts = call_with_retries(
-                lambda provider=provider, deployment=deployment: call(provider, deployment),
+                lambda provider=provider, deployment=deployment: _timed(call, provider, deployment),
                 max_attempts=attempts_allowed,
                 base_delay=settings.AI_RETRY_BASE_DELAY,
                 max_delay=settings.AI_RETRY_MAX_DELAY,
@@ -265,6 +273,11 @@ def routed_call(
         )
     last_error.records = records
     raise last_error
+
+
+def _timed(call: Callable[[Provider, DeploymentConfig], T], *args: Any) -> T:
+    with stage("provider"):
+        return call(*args)
 
 
 def _attempts(deployment: DeploymentConfig) -> int:

@@ -146,8 +146,9 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         _db["CONN_MAX_AGE"] = 0
         _db["OPTIONS"]["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
-            # As many as a web process has threads (WEB_THREADS).
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=16),
+            # As many as a web process has threads (WEB_THREADS), and 2 for the writes
+            # done aside while a call waits for its provider (contextos.db).
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=18),
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=2.0),
         }
         # Django's backend, checking pooled connections only after a pause
@@ -270,6 +271,10 @@ AXES_VERBOSE = False
 # Bodies over this size answer 413 before any parsing.
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Every response says where its time went (auth, limits, cache, route, provider,
+# record, total; contextos/timing.py) in a Server-Timing header. Off by default: the
+# timings tell a client whether its answer came from the cache.
+SERVER_TIMING = env.bool("SERVER_TIMING", default=False)
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/(api|v1)/.*$"

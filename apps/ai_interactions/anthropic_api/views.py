@@ -45,6 +45,7 @@ from contextos.exceptions import (
     anthropic_error_body,
 )
 from contextos.schema import error_responses
+from contextos.timing import stage
 
 logger = logging.getLogger(__name__)
 
@@ -518,7 +519,8 @@ class MessagesView(APIView):
         tags=["anthropic-compatible"],
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        asked = _parse(request.data, request.headers.get("Cache-Control", ""))
+        with stage("parse"):
+            asked = _parse(request.data, request.headers.get("Cache-Control", ""))
         if not asked.stream:
             interaction = gateway_answer(request, asked)
             return with_rate_limits(Response(_message(interaction, asked.model)), interaction)

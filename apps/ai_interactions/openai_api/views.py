@@ -57,6 +57,7 @@ from apps.ai_interactions.services import (
 )
 from contextos.exceptions import ValidationFailed
 from contextos.schema import error_responses
+from contextos.timing import stage
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,8 @@ class ChatCompletionsView(APIView):
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        chat = _parse(request.data, request.headers.get("Cache-Control", ""))
+        with stage("parse"):
+            chat = _parse(request.data, request.headers.get("Cache-Control", ""))
         if not chat.call.stream:
             interaction = gateway_answer(request, chat.call)
             answer = {**interaction.completion, **_head(interaction, "chat.completion")}
@@ -283,14 +285,17 @@ class EmbeddingsView(APIView):
         tags=["openai-compatible"],
     )
     def post(self, request: Request) -> Response:
-        body = checked_body(request.data)
-        _checked_input(body.get("input"))
-        params = {name: value for name, value in body.items() if name not in EMBEDDING_OWN_FIELDS}
-        dimensions = params.get("dimensions")
-        if dimensions is not None and (type(dimensions) is not int or not 1 <= dimensions <= 8192):
-            raise ValidationFailed("'dimensions' must be a whole number from 1 to 8192.")
-        if params.get("encoding_format", "float") not in ("float", "base64"):
-            raise ValidationFailed("'encoding_format' must be float or base64.")
+        with stage("parse"):
+            body = checked_body(request.data)
+            _checked_input(body.get("input"))
+            params = {k: v for k, v in body.items() if k not in EMBEDDING_OWN_FIELDS}
+            dimensions = params.get("dimensions")
+            if dimensions is not None and (
+                type(dimensions) is not int or not 1 <= dimensions <= 8192
+            ):
+                raise ValidationFailed("'dimensions' must be a whole number from 1 to 8192.")
+            if params.get("encoding_format", "float") not in ("float", "base64"):
+                raise ValidationFailed("'encoding_format' must be float or base64.")
         model = body.get("model")
         with known_model():
             interaction = embedding_create(
