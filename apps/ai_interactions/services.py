@@ -61,7 +61,7 @@ from apps.routing.router import (
 )
 from apps.routing.table import DeploymentConfig, RouteConfig
 from apps.tasks.services import task_submit
-from contextos.db import written_aside
+from contextos.db import row_insert, row_update, written_aside
 from contextos.digest import canonical_digest
 from contextos.exceptions import (
     AppError,
@@ -491,16 +491,23 @@ def _announce(interaction: AIInteraction) -> None:
     outcome over it. A queued task's row is updated at once, in the worker."""
     if interaction.mode not in _WEB_MODES:
         with stage("record"):
-            interaction.save()
+            _write(interaction)
         return
     running = copy.copy(interaction)  # as it is now; the caller goes on changing its own
 
     def write() -> AIInteraction:
-        running.save()
+        _write(running)
         return running
 
     with stage("record"):
         interaction.announced = written_aside(write)
+
+
+def _write(interaction: AIInteraction) -> None:
+    """Save the row, new or not, as ``interaction.save()`` would, in one statement
+    (:func:`contextos.db.row_insert`: no receiver listens to interactions' saves)."""
+    if interaction._state.adding or not row_update(interaction):
+        row_insert(interaction)
 
 
 def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
@@ -516,7 +523,7 @@ def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
                 logger.warning(
                     "Interaction %s was not saved as running (%s)", interaction.pk, error
                 )
-        interaction.save()
+        _write(interaction)
         if counted:
             metrics.interaction_finished(interaction)
 

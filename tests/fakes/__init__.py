@@ -284,6 +284,9 @@ def _handler_for(fake: FakeServer) -> type[FakeHandler]:
 class _QuietServer(ThreadingHTTPServer):
     # Daemon handler threads: a handler stuck in a scripted hang never blocks shutdown.
     daemon_threads = True
+    # A provider's backlog, not socketserver's 5: 32 clients connecting at once are
+    # queued, not refused.
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], _CLIENT_GONE):

@@ -1,0 +1,112 @@
+"""Rows written with one statement bound on the server (``contextos.db.row_insert`` and
+``row_update``) are the rows ``save()`` writes; writes done aside (``written_aside``)."""
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.forms.models import model_to_dict
+from django.test.utils import CaptureQueriesContext
+
+from apps.accounts.services import api_key_create
+from apps.ai_interactions.models import AIInteraction
+from contextos.db import row_insert, row_update, written_aside
+
+
+def interaction(user, api_key, **fields) -> AIInteraction:
+    return AIInteraction(
+        owner=user,
+        api_key=api_key,
+        mode="gateway",
+        status="running",
+        provider="upstream",
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "héllo \u2603", "name": None}],
+        params={"temperature": 0.5, "tools": [{"type": "function"}]},
+        prompt="héllo \u2603",
+        prompt_hash="a" * 64,
+        metadata={"tags": ["a"]},
+        tags=["a"],
+        reserved_usd=Decimal("0.00012345"),
+        **fields,
+    )
+
+
+def stored(pk) -> dict:
+    row = AIInteraction.objects.get(pk=pk)
+    return {**model_to_dict(row), "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+@pytest.mark.django_db
+def test_a_row_inserted_and_updated_in_one_statement_is_the_row_save_writes(user):
+    api_key, _ = api_key_create(user=user, name="rows")
+    fast, saved = interaction(user, api_key), interaction(user, api_key)
+
+    with CaptureQueriesContext(connection) as queries:
+        row_insert(fast)
+    saved.save()
+
+    assert len(queries) == 1  # one statement, seen by Django's query log
+    assert not fast._state.adding
+    first = stored(fast.pk)
+    assert {k: v for k, v in first.items() if k not in {"id", "created_at", "updated_at"}} == {
+        k: v for k, v in stored(saved.pk).items() if k not in {"id", "created_at", "updated_at"}
+    }
+    assert first["created_at"] == fast.created_at
+    assert first["api_key"] == api_key.pk
+
+    fast.status, fast.response, fast.input_tokens = "succeeded", "an answer", 7
+    fast.cost_usd, fast.reserved_usd = Decimal("0.0001"), Decimal(0)
+    fast.response_message = {"role": "assistant", "content": "an answer"}
+    assert row_update(fast) is True
+
+    second = stored(fast.pk)
+    assert second["status"] == "succeeded"
+    assert second["response"] == "an answer"
+    assert second["input_tokens"] == 7
+    assert second["cost_usd"] == Decimal("0.0001")
+    assert second["reserved_usd"] == 0
+    assert second["response_message"] == {"role": "assistant", "content": "an answer"}
+    assert second["created_at"] == first["created_at"]  # auto_now_add kept
+    assert second["updated_at"] > first["updated_at"]  # auto_now moved on
+
+
+@pytest.mark.django_db
+def test_updating_a_row_that_is_gone_writes_nothing(user):
+    gone = interaction(user, None)
+    row_insert(gone)
+    AIInteraction.objects.filter(pk=gone.pk).delete()
+
+    assert row_update(gone) is False
+    assert not AIInteraction.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_aside_runs_on_a_writer_thread_or_at_once_when_every_writer_is_busy():
+    release = threading.Event()
+
+    def held() -> str:
+        release.wait(10)
+        return threading.current_thread().name
+
+    busy = [written_aside(held), written_aside(held)]  # both writer threads taken
+    inline = written_aside(lambda: threading.current_thread().name)
+    release.set()
+    held_by = [f.result(5) for f in busy]  # done: their writers are free again
+    aside = written_aside(lambda: threading.current_thread().name)
+
+    assert inline.done()
+    assert inline.result() == threading.current_thread().name  # no queue behind the others
+    assert all(name.startswith("writer") for name in held_by)
+    assert aside.result(5).startswith("writer")
+
+
+@pytest.mark.django_db
+def test_a_write_aside_inside_a_transaction_stays_in_it(user):
+    row = interaction(user, None)
+
+    written = written_aside(lambda: row_insert(row) or threading.current_thread().name)
+
+    assert written.result() == threading.current_thread().name
+    assert AIInteraction.objects.filter(pk=row.pk).exists()  # seen by this transaction
