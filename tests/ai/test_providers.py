@@ -1,5 +1,6 @@
 """The real provider classes against fake HTTP servers, the echo provider, and the retry policy."""
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -251,6 +252,46 @@ def test_openai_stream_rate_limited_before_any_piece(fake_openai, openai_provide
 
     assert raised.value.error_type == "rate_limited"
     assert raised.value.retry_after == 2
+
+
+def test_openai_stream_reads_events_as_servers_write_them_until_an_error_event(
+    fake_openai, openai_provider
+):
+    def delta(text: str) -> str:
+        return json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]})
+
+    events = [
+        ": keep-alive comment\n\n",
+        f"data: {delta('one ')}\r\n\r\n",  # CRLF line ends
+        # One event's data on two lines (joined with a newline: still one JSON object).
+        'data: {"choices": [{"index": 0,\ndata: "delta": {"content": "two"}}]}\n\n',
+        'event: error\ndata: {"error": {"message": "the model is overloaded"}}\n\n',
+        f"data: {delta(' never')}\n\n",
+    ]
+    fake_openai.script(Reply(events=events))
+    received: list[StreamChunk] = []
+
+    stream = openai_provider.stream(messages=MESSAGES, model="m-1", params={}, timeout=5)
+    with pytest.raises(ProviderCallError) as raised:
+        received.extend(stream)
+
+    assert [c.delta for c in received] == ["one ", "two"]
+    assert raised.value.error_type == "server_error"
+    assert raised.value.retryable
+    assert "failed mid-answer: the model is overloaded" in raised.value.message
+
+
+def test_openai_stream_that_stops_sending_midway_is_a_timeout(fake_openai, openai_provider):
+    fake_openai.script(Reply(chunk_delay=2.0))
+    received: list[StreamChunk] = []
+
+    with pytest.raises(ProviderCallError) as raised:
+        received.extend(
+            openai_provider.stream(messages=MESSAGES, model="m-1", params={}, timeout=0.5)
+        )
+
+    assert len(received) == 1  # the first piece came, then nothing for longer than timeout
+    assert raised.value.error_type == "timeout"
 
 
 # Anthropic

@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import openai
 import urllib3
 
 from apps.ai_interactions.providers.base import (
@@ -29,30 +28,16 @@ from apps.ai_interactions.providers.retry import (
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
 # A chunk's fields that ContextOS sets (or reads) itself; the others are passed on.
 _CHUNK_OWN_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
-# Local servers (Ollama, llama.cpp) want no key, but the SDK refuses to start without one.
+# Local servers (Ollama, llama.cpp) want no key; some refuse a request without one.
 _PLACEHOLDER_KEY = "unused"
-
-
-@functools.lru_cache(maxsize=16)
-def _client(
-    base_url: str, api_key: str, headers: tuple[tuple[str, str], ...], pid: int
-) -> openai.OpenAI:
-    # One client (one connection pool) per server, key and process: a client per call pays
-    # a new connection and TLS handshake every time, and a pool must not cross a fork.
-    return openai.OpenAI(
-        base_url=base_url,
-        api_key=api_key or _PLACEHOLDER_KEY,
-        max_retries=0,
-        default_headers=dict(headers) or None,
-    )
 
 
 @functools.lru_cache(maxsize=16)
 def _pool(
     api_key: str, headers: tuple[tuple[str, str], ...], pid: int
 ) -> tuple[urllib3.PoolManager, dict[str, str]]:
-    # Kept-alive connections per key and process, as for the SDK's client (one pool per
-    # server inside); and the headers of every request.
+    # Kept-alive connections per key and process (one pool per server inside; a pool
+    # must not cross a fork), and the headers of every request.
     return urllib3.PoolManager(num_pools=8, maxsize=32), {
         "Authorization": f"Bearer {api_key or _PLACEHOLDER_KEY}",
         "Content-Type": "application/json",
@@ -69,12 +54,11 @@ class OpenAICompatibleProvider(RemoteProvider):
     response_format, n, a server's own extensions), and the answer comes back whole:
     the completion's JSON, or each streamed chunk's choices.
 
-    A whole answer (a completion, embeddings) is one POST through urllib3 with the
-    server's JSON read as it is: the SDK's request and response machinery took 1.2 ms
-    a call against a local server where urllib3 takes 0.5 ms (the provider stage of a
-    gateway call in ``make bench``: 2.1 ms before, 1.0 ms after), for nothing a JSON
-    POST needs. Streams go through the SDK, which reads server-sent events and the
-    error events a server sends midway.
+    Each call is one POST through urllib3, the server's JSON (or server-sent events, an
+    error event midway included) read as it is. The OpenAI SDK's request and response
+    machinery took 1.2 ms a call against a local server where urllib3 takes 0.5 ms (the
+    provider stage of a gateway call in ``make bench``: 2.1 ms before, 1.0 ms after),
+    for nothing a JSON POST needs.
     """
 
     default_name = "openai"
@@ -82,8 +66,7 @@ class OpenAICompatibleProvider(RemoteProvider):
     def generate(
         self, *, messages: list[Message], model: str, params: dict[str, Any], timeout: float
     ) -> Generation:
-        # The SDK's own client, auth and errors, without its typed request and response
-        # models: the completion's JSON is passed on as the server wrote it.
+        # The completion's JSON is passed on as the server wrote it.
         try:
             completion = self._post("/chat/completions", _body(model, messages, params), timeout)
             choice = completion["choices"][0]
@@ -127,34 +110,24 @@ class OpenAICompatibleProvider(RemoteProvider):
         finish_reason = None
         input_tokens = output_tokens = 0
         usage: dict[str, Any] | None = None
-        with self._translated_errors():
-            chunks = self._sdk().post(
-                "/chat/completions",
-                body=body,
-                cast_to=object,
-                stream=True,
-                stream_cls=openai.Stream[object],
-                options={"timeout": timeout},
+        for chunk in self._events(self._request("/chat/completions", body, timeout, stream=True)):
+            if not isinstance(chunk, dict):
+                continue
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                input_tokens = int(usage.get("prompt_tokens") or 0)
+                output_tokens = int(usage.get("completion_tokens") or 0)
+            choices = chunk.get("choices")
+            if not choices:
+                continue
+            first = next((c for c in choices if c.get("index", 0) == 0), {})
+            finish_reason = first.get("finish_reason") or finish_reason
+            text = (first.get("delta") or {}).get("content")
+            yield StreamChunk(
+                delta=text if isinstance(text, str) else "",
+                choices=choices,
+                extra={k: v for k, v in chunk.items() if k not in _CHUNK_OWN_FIELDS},
             )
-            with chunks:
-                for chunk in chunks:
-                    if not isinstance(chunk, dict):
-                        continue
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                        input_tokens = int(usage.get("prompt_tokens") or 0)
-                        output_tokens = int(usage.get("completion_tokens") or 0)
-                    choices = chunk.get("choices")
-                    if not choices:
-                        continue
-                    first = next((c for c in choices if c.get("index", 0) == 0), {})
-                    finish_reason = first.get("finish_reason") or finish_reason
-                    text = (first.get("delta") or {}).get("content")
-                    yield StreamChunk(
-                        delta=text if isinstance(text, str) else "",
-                        choices=choices,
-                        extra={k: v for k, v in chunk.items() if k not in _CHUNK_OWN_FIELDS},
-                    )
         yield StreamChunk(
             finish_reason=finish_reason or "stop",
             input_tokens=input_tokens,
@@ -162,35 +135,75 @@ class OpenAICompatibleProvider(RemoteProvider):
             usage=usage,
         )
 
-    def _sdk(self) -> openai.OpenAI:
-        return _client(self.base_url, self._api_key, self._headers, os.getpid())
-
     def _post(self, path: str, body: dict[str, Any], timeout: float) -> Any:
         """POST ``body`` as JSON to the server's ``path``: its JSON answer (ValueError when
         it is not JSON), or the :class:`ProviderCallError` of a failure."""
+        return json.loads(self._request(path, body, timeout).data)
+
+    def _request(
+        self, path: str, body: dict[str, Any], timeout: float, *, stream: bool = False
+    ) -> urllib3.BaseHTTPResponse:
+        """POST ``body`` as JSON to the server's ``path``; its 2xx response (``stream``:
+        its body still to read), else the :class:`ProviderCallError` of the failure."""
         pool, headers = _pool(self._api_key, self._headers, os.getpid())
-        try:
+        with self._translated_transport_errors():
             response = pool.request(
                 "POST",
                 self.base_url.rstrip("/") + path,
                 body=json.dumps(body).encode(),
-                headers=headers,
+                headers={**headers, "Accept": "text/event-stream"} if stream else headers,
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),
                 retries=False,
+                preload_content=not stream,
             )
+            if 200 <= response.status < 300:
+                return response
+            data = response.data if not stream else response.read()
+            response.release_conn()
+        try:
+            answer: object = json.loads(data)
+        except ValueError:
+            answer = data.decode(errors="replace").strip()
+        raise self._status_error(response.status, answer, response.headers)
+
+    def _events(self, response: urllib3.BaseHTTPResponse) -> Iterator[Any]:
+        """The JSON data of each server-sent event of ``response``, up to ``[DONE]``; an
+        error event raises (the server failed after its 200). The response is closed
+        however the reading ends."""
+        try:
+            with self._translated_transport_errors():
+                for data in _sse_data(response):
+                    if data.startswith("[DONE]"):
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise ProviderCallError(
+                            f"{self.name} sent an event that is not JSON",
+                            error_type="invalid_response",
+                            status=200,
+                        ) from None
+                    if isinstance(event, dict) and event.get("error"):
+                        detail = error_detail(event["error"], secret=self._api_key)
+                        raise ProviderCallError(
+                            f"{self.name} failed mid-answer: {detail or 'stream interrupted'}",
+                            error_type="server_error",
+                            retryable=True,
+                        )
+                    yield event
+        finally:
+            response.close()
+
+    @contextlib.contextmanager
+    def _translated_transport_errors(self) -> Iterator[None]:
+        try:
+            yield
         except urllib3.exceptions.NewConnectionError:  # refused (a ConnectTimeoutError too)
             raise self._unreachable() from None
         except urllib3.exceptions.TimeoutError:
             raise self._timeout() from None
         except urllib3.exceptions.HTTPError:
             raise self._unreachable() from None
-        if not 200 <= response.status < 300:
-            try:
-                answer: object = json.loads(response.data)
-            except ValueError:
-                answer = response.data.decode(errors="replace").strip()
-            raise self._status_error(response.status, answer, response.headers)
-        return json.loads(response.data)
 
     def _timeout(self) -> ProviderCallError:
         return ProviderCallError(
@@ -225,32 +238,28 @@ class OpenAICompatibleProvider(RemoteProvider):
             param=param if isinstance(param, str) else None,
         )
 
-    @contextlib.contextmanager
-    def _translated_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except openai.OpenAIError as error:
-            raise self._call_error(error) from error
 
-    def _call_error(self, error: openai.OpenAIError) -> ProviderCallError:
-        if isinstance(error, openai.APITimeoutError):
-            return self._timeout()
-        if isinstance(error, openai.APIConnectionError):
-            return self._unreachable()
-        if isinstance(error, openai.APIStatusError):
-            return self._status_error(error.status_code, error.body, error.response.headers)
-        if isinstance(error, openai.APIError):
-            # An error event in the middle of a stream: the server failed after it said 200.
-            detail = error_detail(error.body, secret=self._api_key) or "stream interrupted"
-            return ProviderCallError(
-                f"{self.name} failed mid-answer: {detail}",
-                error_type="server_error",
-                retryable=True,
-            )
-        return ProviderCallError(
-            f"{self.name} call failed: {error_detail(str(error), secret=self._api_key)}",
-            error_type="provider_error",
-        )
+def _sse_data(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
+    """The ``data`` of each server-sent event, as each arrives (its lines joined)."""
+    pending = b""
+    data: list[str] = []
+    while chunk := response.read1(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if not line:  # a blank line ends an event
+                if data:
+                    yield "\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append((value[1:] if value.startswith(b" ") else value).decode())
+    if pending.startswith(b"data:"):
+        value = pending[5:]
+        data.append((value[1:] if value.startswith(b" ") else value).decode())
+    if data:
+        yield "\n".join(data)
 
 
 def _body(model: str, messages: list[Message], params: dict[str, Any]) -> dict[str, Any]:
