@@ -433,6 +433,17 @@ def deep_cursor_url(base: str, depth: int) -> str:
     return paginator.encode_cursor(Cursor(offset=0, reverse=False, position=str(position)))
 
 
+def forget_queued_tasks() -> None:
+    """Delete the tasks earlier runs' submission scenario left queued (no worker drains
+    them): every submission counts its user's active tasks, which should hold this run's
+    backlog, not every earlier run's."""
+    from apps.tasks.models import Task, TaskStatus
+
+    Task.objects.filter(
+        owner__username__in=["bench", "bench-staff"], status=TaskStatus.QUEUED
+    ).delete()
+
+
 def ensure_interactions(count: int) -> None:
     from apps.ai_interactions.models import AIInteraction
     from apps.operations.demo_data import demo_users, seed_interactions
@@ -1164,6 +1175,7 @@ def main() -> int:
     user, api_key = bench_api_key()
     _, staff_key = bench_api_key(username="bench-staff", staff=True)
     if not args.gateway_only:
+        forget_queued_tasks()
         ensure_interactions(LIST_ROWS)
 
     rows, stages = http_scenarios(
