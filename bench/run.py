@@ -376,13 +376,12 @@ def added_latency(
     *,
     runs: int,
     requests: int,
-    body: Callable[[str], dict] | None = None,
+    body: Callable[[str], dict],
     first_byte: bool = False,
 ) -> Latencies:
     """Calls through ContextOS (``gateway``: its URL) and straight to the upstream, one
     at a time on kept-alive connections; ``body`` makes each request's body from a
     prompt never asked before (never a cache hit)."""
-    body = body or chat_body
     client = KeepAliveClient()
     measured = Latencies([], [], [])
     for run in range(runs):
@@ -397,10 +396,6 @@ def added_latency(
                 if key is not None:
                     measured.stages.append(answer.stages)
     return measured
-
-
-def chat_body(prompt: str) -> dict:
-    return {"model": BENCH_MODEL, "messages": [{"role": "user", "content": prompt}]}
 
 
 def _tool(name: str) -> dict:
@@ -459,28 +454,13 @@ def ensure_interactions(count: int) -> None:
             cursor.execute("ANALYZE ai_interactions_aiinteraction")
 
 
-def bench_route(upstream_url: str) -> None:
-    """The route ``BENCH_MODEL``: one deployment on the fake upstream of this run (its port
-    changes from run to run, and the bench database keeps its rows)."""
-    from decimal import Decimal
-
-    from apps.routing.models import Deployment, Provider, Route
+def echo_route() -> None:
+    """The default model (echo-1) the REST cache-hit scenario asks, on an empty database."""
+    from apps.routing.models import Route
     from apps.routing.table import ECHO_MODEL, routing_bootstrap
 
     if not Route.objects.filter(name=ECHO_MODEL).exists():
-        routing_bootstrap()  # the default model (echo-1) the cache-hit scenario asks
-    provider, _ = Provider.objects.update_or_create(
-        name="bench-upstream", defaults={"kind": "openai", "base_url": upstream_url}
-    )
-    provider.set_api_key("bench")
-    provider.save()
-    route, _ = Route.objects.get_or_create(name=BENCH_MODEL)
-    Deployment.objects.update_or_create(
-        route=route,
-        provider=provider,
-        model=BENCH_MODEL,
-        defaults={"input_price_per_mtok": Decimal(1), "output_price_per_mtok": Decimal(2)},
-    )
+        routing_bootstrap()
 
 
 GATEWAY_MODEL = "bench-gateway"
@@ -590,7 +570,7 @@ def http_scenarios(
     ask_body = json.dumps({"prompt": CACHED_PROMPT})
     with FakeOpenAI() as upstream:
         upstream.default_delay = 0.05
-        bench_route(upstream.base_url)
+        echo_route()
         gateway_route(upstream.base_url)
         # One gunicorn worker process: with two, wrk's connections land on them
         # unevenly (whichever process wakes first accepts them), which made single

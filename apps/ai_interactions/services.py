@@ -267,10 +267,12 @@ def _calling(interaction: AIInteraction, announce: bool) -> Callable[[], None]:
     """What is done before each provider call: before the first, when ``announce``, the
     interaction is saved as running (:func:`_announce`), so that the write goes on while
     the provider is asked rather than before."""
-    pending = [announce]
+    pending = announce
 
     def before() -> None:
-        if pending.pop() if pending else False:
+        nonlocal pending
+        if pending:
+            pending = False
             _announce(interaction)
 
     return before
