@@ -108,6 +108,15 @@ class GenerationParamsSerializer(StrictInputSerializer):
         raise serializers.ValidationError("A string or a list of at most 4 strings.")
 
 
+class GatewayParamsSerializer(GenerationParamsSerializer):
+    """The gateway's checked fields: those of every call, and OpenAI's newer name for
+    ``max_tokens``, bounded as it is."""
+
+    max_completion_tokens = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False
+    )
+
+
 class InteractionCreateSerializer(StrictInputSerializer):
     prompt = serializers.CharField(required=False, trim_whitespace=False)
     messages = MessageSerializer(many=True, required=False, allow_empty=False)

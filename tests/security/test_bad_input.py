@@ -87,6 +87,17 @@ def test_null_characters_are_refused_naming_the_field(api_client, path, body, fi
         ({"messages": [{"role": "user", "content": "a"}], "stop": [5]}, "Invalid 'stop'"),
         ({"messages": [{"role": "user", "content": "a"}], "max_tokens": "x"}, "'max_tokens'"),
         ({"messages": [{"role": "user", "content": "a"}], "temperature": 9}, "'temperature'"),
+        # The fuzzer's find: a list here reached the provider, which failed with a 500.
+        (
+            {"messages": [{"role": "user", "content": "a"}], "max_completion_tokens": [1]},
+            "'max_completion_tokens'",
+        ),
+        ({"messages": [{"role": "user", "content": "a"}], "tools": 5}, "'tools'"),
+        ({"messages": [{"role": "user", "content": "a"}], "tools": ["f"]}, "'tools'"),
+        (
+            {"messages": [{"role": "user", "content": "a"}], "response_format": "j"},
+            "'response_format'",
+        ),
     ],
     ids=[
         "role not a string",
@@ -98,6 +109,10 @@ def test_null_characters_are_refused_naming_the_field(api_client, path, body, fi
         "stop",
         "max_tokens",
         "temp",
+        "max_completion_tokens",
+        "tools not a list",
+        "a tool not an object",
+        "response_format",
     ],
 )
 def test_gateway_refuses_what_it_cannot_act_on_in_openai_shape(api_client, body, message):

@@ -6,6 +6,8 @@ run's own queue, which no worker consumes and which is emptied afterwards.
 """
 
 import json
+import os
+import re
 import subprocess
 
 import pytest
@@ -58,6 +60,17 @@ def test_queue_emptied():
         conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
+def server_errors(log: str) -> list[str]:
+    """Each ERROR record of the server's log with the traceback that follows it."""
+    errors: list[str] = []
+    for line in log.splitlines():
+        if " ERROR " in line or "ERROR:" in line:
+            errors.append(line)
+        elif errors and not re.match(r"\[?\d{4}-\d\d-\d\d", line):
+            errors[-1] += "\n" + line  # a traceback's lines carry no timestamp
+    return errors
+
+
 INTERPRETER_FAULT = "SystemError: AST constructor recursion depth mismatch"
 
 
@@ -96,6 +109,8 @@ def test_no_server_error_and_every_response_as_documented(
                 "1",
                 "--request-timeout",
                 "30",
+                # FUZZ_SEED=<the seed a failing run printed> replays that run.
+                *(["--seed", os.environ["FUZZ_SEED"]] if os.environ.get("FUZZ_SEED") else []),
             ],
             cwd=tmp_path,  # where schemathesis keeps its example database
             capture_output=True,
@@ -113,7 +128,6 @@ def test_no_server_error_and_every_response_as_documented(
     report = run.stdout + run.stderr
     (tmp_path / "schemathesis-report.txt").write_text(report)
     if run.returncode != 0:
-        errors = [line for line in start_web.output(base).splitlines() if "ERROR" in line]
-        server_log = "\n".join(errors[-20:])
+        server_log = "\n".join(server_errors(start_web.output(base))[-10:])
         pytest.fail(f"schemathesis found failures:\n{report}\nserver errors:\n{server_log}")
     assert f"{len(operations())} selected / {len(operations())} total" in report, report

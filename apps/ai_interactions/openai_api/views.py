@@ -47,7 +47,7 @@ from apps.ai_interactions.providers.base import (
 from apps.ai_interactions.serializers import (
     CONTENT_SHAPE,
     ROLES,
-    GenerationParamsSerializer,
+    GatewayParamsSerializer,
     invalid_role_message,
     one_of,
 )
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 # Fields ContextOS itself reads; every other field is passed on to the provider as sent.
 OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "cache", "metadata"})
 # Fields checked before they reach a provider, so that a bad value is a clear 400 here.
-CHECKED_PARAMS = ("temperature", "top_p", "stop", "max_tokens", "n")
+CHECKED_PARAMS = ("temperature", "top_p", "stop", "max_tokens", "max_completion_tokens", "n")
 
 
 def _checked_content(content: Any) -> None:
@@ -110,6 +110,19 @@ def _metadata(body: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
+def _checked_tools(params: dict[str, Any]) -> None:
+    """``tools`` a list of objects and ``response_format`` an object, as documented (a
+    provider reads them; a shape it cannot read is the client's error, not a 500)."""
+    tools = params.get("tools")
+    if tools is not None and (
+        not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools)
+    ):
+        raise ValidationFailed("'tools' must be a list of tool objects.")
+    response_format = params.get("response_format")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise ValidationFailed("'response_format' must be an object with a 'type'.")
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """An OpenAI Chat Completions request: the messages as sent, every other field as params."""
@@ -127,10 +140,11 @@ def _parse(body: Any, cache_control: str) -> ChatRequest:
     params = {name: value for name, value in body.items() if name not in OWN_FIELDS}
     to_check = {name: params[name] for name in CHECKED_PARAMS if params.get(name) is not None}
     if to_check:  # a serializer costs half a millisecond: only when there is a value to check
-        checked = GenerationParamsSerializer(data=to_check)
+        checked = GatewayParamsSerializer(data=to_check)
         if not checked.is_valid():
             name, problems = next(iter(checked.errors.items()))
             raise ValidationFailed(f"Invalid '{name}': {problems[0]}", details=checked.errors)
+    _checked_tools(params)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise ValidationFailed("'stream_options' must be an object.")
