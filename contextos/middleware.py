@@ -1,4 +1,5 @@
-"""Request-scoped middleware: HTTP metrics, the request id and the request body size limit."""
+"""Request-scoped middleware: HTTP metrics, work after the response, the request id and the
+request body size limit."""
 
 import time
 from collections.abc import Awaitable, Callable
@@ -7,7 +8,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from contextos import timing
+from contextos import after_response, timing
 from contextos.context import request_id_var, sanitize_request_id
 from contextos.exceptions import plain_error_response
 from contextos.metrics import observe_request
@@ -64,6 +65,23 @@ class HTTPMetricsMiddleware(_SyncAndAsyncMiddleware):
             response["Server-Timing"] = timings.header(seconds)
         observe_request(request, response, seconds)
         return response
+
+
+class AfterResponseMiddleware(_SyncAndAsyncMiddleware):
+    """Do the work the view left for after its response (:mod:`contextos.after_response`)
+    once the response is out."""
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self._acall(request)
+        with after_response.collected() as queued:
+            response = self.get_response(request)
+        return after_response.attached(response, queued)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        with after_response.collected() as queued:
+            response = await self.get_response(request)
+        return after_response.attached(response, queued)
 
 
 class RequestIDMiddleware(_SyncAndAsyncMiddleware):

@@ -5,7 +5,8 @@ An answer (text, finish reason, tokens, model) is kept under
 that arrive together make one provider call: the first takes the prompt's
 lock (``ai:lock:<prompt hash>``), the others poll until its answer is cached.
 Looking up an answer and taking the lock is one round trip (a Lua script),
-and so is caching the answer and releasing the lock.
+and so is caching the answer and releasing the lock, done once the caller's
+response is out (:mod:`contextos.after_response`).
 
 With Redis down, calls go on uncached and unlocked (logged). Without Redis
 (the embedded default's database cache) the same is done with the cache's
@@ -18,11 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache as memoize
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
+from contextos.after_response import after_response
 from contextos.cache import cache_key, django_redis_client
 from contextos.exceptions import ServiceUnavailable
 from contextos.timing import stage
@@ -132,8 +135,10 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
         yield flight
     finally:
         if redis is not None:
-            with stage("cache"):
-                _land(flight, client, redis)
+            # Its caller's client need not wait: the answer is kept and the lock released
+            # once the response is out (a request that waits for the lock meanwhile waits
+            # a moment more, then finds the answer).
+            after_response(partial(_land, flight, client, redis))
 
 
 def _lock_seconds() -> float:
@@ -177,11 +182,12 @@ def _land(flight: Flight, client: Any, redis: Any) -> None:
     _, land = _scripts()
     answer = client.encode(flight.kept) if flight.kept is not None else b""
     try:
-        land(
-            keys=_keys(client, flight.digest),
-            args=[flight._token or "", answer, settings.AI_CACHE_TTL * 1000],
-            client=redis,
-        )
+        with stage("cache"):  # a stream's: its response is out with its last chunk
+            land(
+                keys=_keys(client, flight.digest),
+                args=[flight._token or "", answer, settings.AI_CACHE_TTL * 1000],
+                client=redis,
+            )
     except Exception as error:
         logger.warning(
             "Could not cache the AI answer for %s (%s: %s)",

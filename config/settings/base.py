@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "contextos.middleware.HTTPMetricsMiddleware",
+    "contextos.middleware.AfterResponseMiddleware",
     "contextos.middleware.RequestIDMiddleware",
     "contextos.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",

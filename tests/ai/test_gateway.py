@@ -248,13 +248,41 @@ def test_a_client_hanging_up_mid_stream_is_recorded_and_frees_the_prompt(
 
 
 @pytest.mark.server
-def test_ten_identical_streams_together_make_one_upstream_request(start_web, user, fake_openai):
+def test_a_whole_answer_is_cached_for_the_next_call_even_on_a_new_connection(
+    start_web, user, fake_openai
+):
+    """The answer is kept and the prompt's lock released after the response is sent: a
+    call arriving on another connection meanwhile waits a moment, never the lock's life."""
+    base = start_web(**server_env(fake_openai))
+    _, key = api_key_create(user=user, name="gateway")
+    texts, waits = [], []
+    for _ in range(5):
+        # A client of its own each time: a new connection, not the kept-alive one.
+        client = OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
+        started = time.monotonic()
+        texts.append(client.chat.completions.create(**chat("once only")).choices[0].message.content)
+        waits.append(time.monotonic() - started)
+        client.close()
+
+    assert texts == ["fake: once only"] * 5
+    assert calls(fake_openai) == 1
+    assert max(waits[1:]) < 5, f"an identical call waited {max(waits[1:]):.1f} s"
+    assert sorted(row.cached for row in gateway_rows(owner=user)) == [False] + [True] * 4
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stream", [True, False], ids=["streams", "whole-calls"])
+def test_ten_identical_calls_together_make_one_upstream_request(
+    start_web, user, fake_openai, stream
+):
     base = start_web(**server_env(fake_openai))
     _, key = api_key_create(user=user, name="gateway")
     fake_openai.default_delay = 0.5  # long enough for all ten to arrive while the first waits
 
     def ask() -> str:
         client = OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
+        if not stream:
+            return client.chat.completions.create(**chat("all at once")).choices[0].message.content
         chunks = client.chat.completions.create(**chat("all at once"), stream=True)
         return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
 
