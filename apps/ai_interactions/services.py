@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
 from uuid import UUID
@@ -61,6 +62,7 @@ from apps.routing.router import (
 )
 from apps.routing.table import DeploymentConfig, RouteConfig
 from apps.tasks.services import task_submit
+from contextos.after_response import after_response
 from contextos.db import row_insert, row_update, written_aside
 from contextos.digest import canonical_digest
 from contextos.exceptions import (
@@ -395,11 +397,21 @@ def _answered(
             announce=announce or admission.reserved > 0,
         )
     finally:
-        with stage("limits"):
-            admission.settle(
+        # Settled once the response is out (a stream's and a task's at once): the client
+        # does not wait for it. A parallel place is held until then, as a stream's is.
+        after_response(
+            partial(
+                _settle,
+                admission,
                 tokens=(interaction.input_tokens or 0) + (interaction.output_tokens or 0),
                 cost=Decimal(interaction.cost_usd or 0),
             )
+        )
+
+
+def _settle(admission: Admission, *, tokens: int, cost: Decimal) -> None:
+    with stage("limits"):
+        admission.settle(tokens=tokens, cost=cost)
 
 
 def _answered_admitted(

@@ -276,6 +276,31 @@ def _get(url: str, key: str) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_key_with_one_parallel_place_calls_one_after_another_without_a_refusal(
+    start_web, user, fake_openai
+):
+    """A call's place is given back as its response goes out: the client's next call,
+    sent at once on a new connection, finds it free."""
+    route_to(fake_openai)
+    key, raw = limited_key(user, max_parallel_requests=1)
+    base = start_web()
+
+    def call(number: int) -> int:
+        body = {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": f"one after another {number}"}],
+            "max_tokens": 4,
+            "cache": False,
+        }
+        return _post(f"{base}{CHAT}", body, raw)[0]  # a connection of its own each time
+
+    statuses = [call(number) for number in range(40)]
+
+    assert statuses == [200] * 40
+    assert AIInteraction.objects.filter(api_key=key, status="succeeded").count() == 40
+
+
 def _post(url: str, body: dict, key: str) -> tuple[int, dict]:
     import json
     import urllib.error
