@@ -1,6 +1,8 @@
-"""The shared cache: the embedded default's backend, namespaced keys and a real liveness probe."""
+"""The shared cache: the embedded default's backend, namespaced keys, Lua scripts sent in
+one round trip and a real liveness probe."""
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache as DjangoDatabaseCache
@@ -53,3 +55,40 @@ def cache_ping(alias: str = "default") -> None:
         redis.ping()
         return
     caches[alias].set(cache_key("health", "ping"), 1, timeout=5)
+
+
+class ScriptCall(Protocol):
+    """A Lua script's call that can ride along another's round trip to Redis."""
+
+    def script_call(self) -> tuple[Any, list[Any], list[Any]]:
+        """The script (a ``redis`` ``Script``), its keys and its arguments."""
+
+    def answered(self, result: Any) -> None:
+        """Its result, or the exception it raised."""
+
+
+def scripts_in_one_round_trip(
+    client: Any, calls: Sequence[tuple[Any, list[Any], list[Any]]]
+) -> list[Any]:
+    """Each call's result (or the exception it raised, in its place), the scripts sent in
+    one pipeline by their digests.
+
+    ``redis``'s own pipelines ask first whether every script is loaded (a round trip
+    of its own); here a script the server does not know yet is sent again alone, whole.
+    """
+    from redis.exceptions import NoScriptError
+
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    try:
+        results = pipe.execute(raise_on_error=False)
+    except Exception as error:  # the connection failed
+        return [error] * len(calls)
+    for position, (script, keys, args) in enumerate(calls):
+        if isinstance(results[position], NoScriptError):
+            try:
+                results[position] = script(keys=keys, args=args, client=client)
+            except Exception as error:
+                results[position] = error
+    return results

@@ -36,11 +36,13 @@ logger = logging.getLogger(__name__)
 WAIT_INTERVAL = 0.05
 
 # KEYS: answer, lock. ARGV: lock token, lock lifetime (ms).
-# Returns {1, answer} on a hit, {0, 1} when the lock was taken, {0, 0} when another holds it.
+# Returns {1, answer} on a hit, {0, 1} when the lock is this token's (taken now, or by an
+# earlier look whose answer was lost), {0, 0} when another holds it.
 _LOOKUP = """
 local answer = redis.call('GET', KEYS[1])
 if answer then return {1, answer} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return {0, 1} end
 return {0, 0}
 """
 # KEYS: answer, lock. ARGV: lock token ('' for none), answer ('' for none), its lifetime (ms).
@@ -102,11 +104,46 @@ class Flight:
         self.kept = _cached_value(answer, model)
 
 
+class FirstLook:
+    """A prompt's first lookup (its answer, or its lock taken), sent along another
+    script's round trip to Redis (the admission's); :func:`single_flight` starts from
+    its outcome. When the call goes no further, :meth:`let_go` releases what it took."""
+
+    def __init__(self, digest: str, client: Any) -> None:
+        self.digest = digest
+        self.token = secrets.token_hex(16)
+        self.outcome: list[Any] | None = None  # the lookup script's, once answered
+        self._client = client
+
+    @classmethod
+    def of(cls, digest: str, *, enabled: bool = True) -> "FirstLook | None":
+        """The look of ``digest`` to send along, when there is a Redis cache to look in."""
+        client = django_redis_client() if enabled else None
+        return cls(digest, client) if client is not None else None
+
+    def script_call(self) -> tuple[Any, list[Any], list[Any]]:
+        lookup, _ = _scripts()
+        return lookup, _keys(self._client, self.digest), [self.token, _lock_ms()]
+
+    def answered(self, result: Any) -> None:
+        # Failed, it is looked up again, with the same token: a lock it took is found.
+        self.outcome = None if isinstance(result, Exception) else result
+
+    def let_go(self) -> None:
+        if self.outcome is not None and not self.outcome[0] and self.outcome[1]:
+            flight = Flight(self.digest)
+            flight._token = self.token
+            _land(flight, self._client, self._client.get_client(write=True))
+
+
 @contextmanager
-def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
+def single_flight(
+    digest: str, *, enabled: bool = True, looked: FirstLook | None = None
+) -> Iterator[Flight]:
     """Look ``digest`` up; on a miss, hold its lock until the answer is kept (see module).
 
     Not ``enabled`` (a call with ``cache: false``), the flight finds and keeps nothing.
+    ``looked``: the first lookup, already sent (:class:`FirstLook`).
     """
     client = django_redis_client()
     flight = Flight(digest)
@@ -123,7 +160,7 @@ def single_flight(digest: str, *, enabled: bool = True) -> Iterator[Flight]:
     redis = client.get_client(write=True)
     try:
         with stage("cache"):
-            _take(flight, client, redis)
+            _take(flight, client, redis, looked)
     except Exception as error:
         logger.warning(
             "AI answer cache unavailable (%s: %s); calling the provider uncached",
@@ -146,26 +183,38 @@ def _lock_seconds() -> float:
     return settings.AI_PROVIDER_TIMEOUT * settings.AI_PROVIDER_MAX_ATTEMPTS + 10
 
 
-def _take(flight: Flight, client: Any, redis: Any) -> None:
-    """Find the cached answer, or take the lock, waiting while another request holds it."""
+def _lock_ms() -> int:
+    return int(_lock_seconds() * 1000)
+
+
+def _take(flight: Flight, client: Any, redis: Any, looked: FirstLook | None = None) -> None:
+    """Find the cached answer, or take the lock, waiting while another request holds it;
+    ``looked``'s outcome, when it has one, is the first look."""
     lookup, _ = _scripts()
     keys = _keys(client, flight.digest)
+    first = looked.outcome if looked is not None else None
 
     def answered_or_locked(token: str, hold: float) -> bool:
-        hit, value = lookup(keys=keys, args=[token, int(hold * 1000)], client=redis)
+        nonlocal first
+        if first is not None:
+            (hit, value), first = first, None
+        else:
+            hit, value = lookup(keys=keys, args=[token, int(hold * 1000)], client=redis)
         if hit:
             flight.answer = client.decode(value)
         elif value:
             flight._token = token
         return bool(hit or value)
 
-    _wait_for_answer_or_lock(answered_or_locked)
+    _wait_for_answer_or_lock(answered_or_locked, looked.token if looked is not None else None)
 
 
-def _wait_for_answer_or_lock(answered_or_locked: Callable[[str, float], bool]) -> None:
-    """Look until an answer is cached or the lock is ours; past the lock's lifetime
-    (its holder died), go on without it."""
-    token = secrets.token_hex(16)
+def _wait_for_answer_or_lock(
+    answered_or_locked: Callable[[str, float], bool], token: str | None = None
+) -> None:
+    """Look until an answer is cached or the lock is ``token``'s (a new one by default);
+    past the lock's lifetime (its holder died), go on without it."""
+    token = token or secrets.token_hex(16)
     hold = _lock_seconds()
     deadline = time.monotonic() + hold
     while not answered_or_locked(token, hold):

@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.ai_interactions import metrics
-from apps.ai_interactions.answer_cache import response_cache_key, single_flight
+from apps.ai_interactions.answer_cache import FirstLook, response_cache_key, single_flight
 from apps.ai_interactions.answers import (
     AnswerAssembler,
     answer_of,
@@ -337,8 +337,11 @@ def _record_route(interaction: AIInteraction, routed: Routed) -> None:
     interaction.fallback = routed.fallback
 
 
-def _admitted(interaction: AIInteraction, route: RouteConfig) -> Admission:
-    """The call let through the limits of its key, user and team (or refused, 429/503).
+def _admitted(
+    interaction: AIInteraction, route: RouteConfig, looked: FirstLook | None
+) -> Admission:
+    """The call let through the limits of its key, user and team (or refused, 429/503),
+    its answer ``looked`` up in the same round trip to Redis.
 
     An async or batch call refused when its turn comes is recorded as failed."""
     tokens = _tokens(interaction)  # the prompt's estimate and max_tokens: for TPM
@@ -362,9 +365,14 @@ def _admitted(interaction: AIInteraction, route: RouteConfig) -> Admission:
     )
     try:
         with stage("limits"):
-            return admit(scopes, tokens=tokens, worst_cost=worst)
-    except AppError as refusal:
-        if interaction.mode in (InteractionMode.ASYNC, InteractionMode.BATCH):
+            return admit(scopes, tokens=tokens, worst_cost=worst, along=[looked] if looked else [])
+    except BaseException as refusal:
+        if looked is not None:
+            looked.let_go()  # the lock it may have taken: the call goes no further
+        if isinstance(refusal, AppError) and interaction.mode in (
+            InteractionMode.ASYNC,
+            InteractionMode.BATCH,
+        ):
             interaction.status = InteractionStatus.FAILED
             interaction.error = {"message": refusal.message, "type": refusal.code}
             interaction.completed_at = timezone.now()
@@ -383,7 +391,8 @@ def _answered(
     """Every AI call: admitted by governance (:func:`_admitted`), answered
     (:func:`_answered_admitted`), then settled to its real tokens and cost."""
     route = route_get(interaction.model)
-    admission = _admitted(interaction, route)
+    looked = FirstLook.of(interaction.prompt_hash, enabled=use_cache)
+    admission = _admitted(interaction, route, looked)
     interaction.rate_limit_headers = admission.headers
     interaction.reserved_usd = admission.reserved
     try:
@@ -391,6 +400,7 @@ def _answered(
             interaction,
             route=route,
             use_cache=use_cache,
+            looked=looked,
             streamed=streamed,
             final=final,
             # A budgeted call's row holds its reservation while it runs.
@@ -419,13 +429,15 @@ def _answered_admitted(
     *,
     route: RouteConfig,
     use_cache: bool,
+    looked: FirstLook | None = None,
     streamed: bool = False,
     final: bool = True,
     announce: bool = False,
 ) -> Chunks:
     """The one path of every AI call: the answer of ``interaction``, chunk by chunk.
 
-    Looks the prompt up and takes its lock (single flight), else asks the
+    Looks the prompt up and takes its lock (single flight; the first look
+    ``looked`` may have been sent with the admission), else asks the
     provider with retries; records the outcome on the row and saves it once the
     last chunk is out (before the caller hears the end), caches the answer and
     releases the lock, and counts it. ``announce`` saves the row as running before
@@ -441,7 +453,7 @@ def _answered_admitted(
     routed: Routed | None = None
     sent = AnswerAssembler()  # what the caller has been given so far
     try:
-        with single_flight(interaction.prompt_hash, enabled=use_cache) as flight:
+        with single_flight(interaction.prompt_hash, enabled=use_cache, looked=looked) as flight:
             answer = flight.answer
             if answer is None and not streamed:
                 routed = _generated(interaction, route, announce=announce)

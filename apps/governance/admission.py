@@ -21,6 +21,7 @@ alone let a call through, as the throttle does.
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +31,7 @@ from django.conf import settings
 from django.db.models import Q, Sum
 
 from apps.governance.limits import NANO, Scope
-from contextos.cache import redis_client
+from contextos.cache import ScriptCall, redis_client, scripts_in_one_round_trip
 from contextos.exceptions import AppError
 
 logger = logging.getLogger(__name__)
@@ -250,8 +251,18 @@ def _script(client: Any, source: str) -> Any:
     return script
 
 
-def admit(scopes: list[Scope], *, tokens: int, worst_cost: Decimal) -> Admission:
-    """Take the call's share of every limit that applies, or refuse it (429/503)."""
+def admit(
+    scopes: list[Scope],
+    *,
+    tokens: int,
+    worst_cost: Decimal,
+    along: Sequence[ScriptCall] = (),
+) -> Admission:
+    """Take the call's share of every limit that applies, or refuse it (429/503).
+
+    The scripts ``along`` are sent in the admission's round trip to Redis and given their
+    results whatever the admission's outcome; with no limit to count, they are not sent.
+    """
     counted = [scope for scope in scopes if _counted(scope)]
     if not counted:
         return Admission()
@@ -259,7 +270,7 @@ def admit(scopes: list[Scope], *, tokens: int, worst_cost: Decimal) -> Admission
     if client is None:  # the embedded default: no shared counters to hold a budget
         return _unavailable(counted, None)
     worst_nano = math.ceil(worst_cost * NANO)
-    for _ in range(3):
+    for attempt in range(3):
         now = datetime.now(UTC)
         epoch = now.timestamp()
         minute = int(epoch // 60)
@@ -283,7 +294,10 @@ def admit(scopes: list[Scope], *, tokens: int, worst_cost: Decimal) -> Admission
                 worst_nano,
             ]
         try:
-            outcome = _script(client, _ADMIT)(keys=keys, args=arguments, client=client)
+            if along and attempt == 0:
+                outcome = _admitted_along(client, keys, arguments, along)
+            else:
+                outcome = _script(client, _ADMIT)(keys=keys, args=arguments, client=client)
         except Exception as exc:
             return _unavailable(counted, exc)
         verdict = outcome[0].decode() if isinstance(outcome[0], bytes) else outcome[0]
@@ -303,6 +317,20 @@ def admit(scopes: list[Scope], *, tokens: int, worst_cost: Decimal) -> Admission
             reserved=worst_cost if budgeted else Decimal(0),
         )
     raise GovernanceUnavailable("The budget's spend could not be read; try again.")
+
+
+def _admitted_along(
+    client: Any, keys: list[str], arguments: list[object], along: Sequence[ScriptCall]
+) -> Any:
+    """The admission script's outcome, the scripts ``along`` sent in the same round trip."""
+    outcome, *results = scripts_in_one_round_trip(
+        client, [(_script(client, _ADMIT), keys, arguments), *(c.script_call() for c in along)]
+    )
+    for call, result in zip(along, results, strict=True):
+        call.answered(result)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def _refuse(verdict: str, scope: Scope, what: object, epoch: float) -> None:

@@ -15,6 +15,7 @@ from apps.governance.admission import spend_usd
 from apps.governance.limits import LimitConfig, Scope
 from apps.governance.models import Limits
 from apps.routing.models import Route
+from contextos.cache import redis_client
 from tests.fakes.openai_server import FakeOpenAI
 from tests.health.test_degraded import redis_cache_at
 from tests.routes import deploy
@@ -28,6 +29,15 @@ WORST_CALL = Decimal("0.001")
 
 def chats(fake: FakeOpenAI) -> int:
     return sum(1 for r in fake.requests if r["path"] == "/v1/chat/completions")
+
+
+def _loaded_digests() -> list[str]:
+    """The digests of the admission's and the answer lookup's scripts."""
+    from apps.ai_interactions.answer_cache import _scripts
+    from apps.governance.admission import _ADMIT
+
+    lookup, _ = _scripts()
+    return [redis_client().register_script(_ADMIT).sha, lookup.sha]
 
 
 def route_to(fake: FakeOpenAI, name: str = "gpt-4o") -> Route:
@@ -137,6 +147,44 @@ def test_rpm_10_refuses_the_11th_call_of_the_minute_with_retry_after(client_for,
         "code": "rate_limited",
     }
     assert chats(upstream) == 10
+
+
+@pytest.mark.django_db
+def test_a_refused_call_leaves_its_prompt_free_for_the_next_caller(client_for, user, upstream):
+    """The answer is looked up, and its lock taken on a miss, in the admission's round trip
+    to Redis: a call then refused gives the lock back, and the same prompt from another
+    key is asked at once, not after the lock's lifetime."""
+    _, limited = limited_key(user, rpm_limit=1)
+    _, other = limited_key(user)
+    limited_client = client_for(limited)
+    assert chat(limited_client, "first of the minute").status_code == 200
+
+    refused = chat(limited_client, "one prompt", cache=True)
+    locks = redis_client().keys("*ai:lock:*")
+    answered = chat(client_for(other), "one prompt", cache=True)
+
+    assert refused.status_code == 429
+    assert locks == []
+    assert answered.status_code == 200
+    assert chats(upstream) == 2
+
+
+@pytest.mark.django_db
+def test_calls_go_on_when_redis_has_forgotten_the_scripts(client_for, user, upstream):
+    """The admission and the lookup are sent by digest in one pipeline; a Redis that lost
+    its scripts (a restart, SCRIPT FLUSH) is sent each whole, once."""
+    _, raw = limited_key(user, rpm_limit=100)
+    client = client_for(raw)
+    first = chat(client, "asked before the flush", cache=True)
+    redis_client().script_flush()
+    again = chat(client, "asked before the flush", cache=True)
+    new = chat(client, "asked after the flush", cache=True)
+
+    assert [first.status_code, again.status_code, new.status_code] == [200, 200, 200]
+    assert again.json()["choices"] == first.json()["choices"]
+    assert new["x-ratelimit-remaining-requests"] == "97"  # every call counted
+    assert chats(upstream) == 2  # the repeated prompt was a cache hit
+    assert redis_client().script_exists(*_loaded_digests()) == [True, True]
 
 
 @pytest.mark.django_db
