@@ -113,20 +113,22 @@ def row_insert(obj: models.Model) -> None:
     if connection.vendor != "postgresql":
         obj.save(force_insert=True)
         return
-    sql, fields = _statements(type(obj))[0]
+    sql, fields = _insert_statement(type(obj))
     values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     _execute(obj, sql, values)
 
 
-def row_update(obj: models.Model) -> bool:
+def row_update(obj: models.Model, *, unchanged: frozenset[str] = frozenset()) -> bool:
     """UPDATE every column of ``obj``'s row as ``obj.save()`` of an existing row would
-    (see :func:`row_insert`); False when there is no such row (then nothing is written)."""
+    (see :func:`row_insert`), but those of the fields named ``unchanged`` (the caller
+    knows the row holds them already: a large prompt is not sent twice); False when
+    there is no such row (then nothing is written)."""
     connection = _connection(obj)
     if connection.vendor != "postgresql":
         obj._state.adding = False
         obj.save()  # an UPDATE, or an INSERT when the row is gone
         return True
-    sql, fields = _statements(type(obj))[1]
+    sql, fields = _update_statement(type(obj), unchanged)
     values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
     return _execute(obj, sql, [*values, obj.pk]) == 1
 
@@ -135,25 +137,38 @@ def _connection(obj: models.Model) -> Any:
     return connections[router.db_for_write(type(obj), instance=obj)]
 
 
+# Identifiers of the model, quoted by the backend; every value is a parameter.
+
+
 @functools.cache
-def _statements(model: type[models.Model]) -> tuple[tuple[str, list], tuple[str, list]]:
-    """The model's INSERT of every column, and UPDATE of every column but the key."""
+def _insert_statement(model: type[models.Model]) -> tuple[str, list]:
+    """The model's INSERT of every column."""
     meta = model._meta
     quote = connections["default"].ops.quote_name
     fields = list(meta.concrete_fields)
-    changed = [f for f in fields if not f.primary_key]
-    # Identifiers of the model, quoted by the backend; every value is a parameter.
     insert = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
         quote(meta.db_table),
         ", ".join(quote(f.column) for f in fields),
         ", ".join(["%s"] * len(fields)),
     )
+    return insert, fields
+
+
+@functools.cache
+def _update_statement(model: type[models.Model], unchanged: frozenset[str]) -> tuple[str, list]:
+    """The model's UPDATE of every column but the key's and those of ``unchanged``."""
+    meta = model._meta
+    quote = connections["default"].ops.quote_name
+    unknown = unchanged - {f.name for f in meta.concrete_fields}
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field {sorted(unknown)[0]!r}")
+    changed = [f for f in meta.concrete_fields if not f.primary_key and f.name not in unchanged]
     update = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608
         quote(meta.db_table),
         ", ".join(f"{quote(f.column)} = %s" for f in changed),
         quote(meta.pk.column),
     )
-    return (insert, fields), (update, changed)
+    return update, changed
 
 
 def _execute(obj: models.Model, sql: str, values: list) -> int:

@@ -407,21 +407,13 @@ def _answered(
             announce=announce or admission.reserved > 0,
         )
     finally:
-        # Settled once the response is out (a stream's and a task's at once): the client
-        # does not wait for it. A parallel place is held until then, as a stream's is.
-        after_response(
-            partial(
-                _settle,
-                admission,
+        # Before the response, not after it: a client calling again at once, on another
+        # connection, would otherwise find its parallel place still taken.
+        with stage("limits"):
+            admission.settle(
                 tokens=(interaction.input_tokens or 0) + (interaction.output_tokens or 0),
                 cost=Decimal(interaction.cost_usd or 0),
             )
-        )
-
-
-def _settle(admission: Admission, *, tokens: int, cost: Decimal) -> None:
-    with stage("limits"):
-        admission.settle(tokens=tokens, cost=cost)
 
 
 def _answered_admitted(
@@ -529,29 +521,39 @@ def _announce(interaction: AIInteraction) -> None:
         interaction.announced = written_aside(write)
 
 
-def _write(interaction: AIInteraction) -> None:
+# What interaction_build sets and nothing changes after: an outcome written over the
+# row saved as running leaves these columns as they are (a long prompt is sent once).
+_BUILT_FIELDS = frozenset(
+    {"owner", "api_key", "team", "mode", "kind", "model", "messages", "params", "prompt"}
+    | {"prompt_hash", "metadata", "tags", "task", "created_at"}
+)
+
+
+def _write(interaction: AIInteraction, unchanged: frozenset[str] = frozenset()) -> None:
     """Save the row, new or not, as ``interaction.save()`` would, in one statement
     (:func:`contextos.db.row_insert`: no receiver listens to interactions' saves)."""
-    if interaction._state.adding or not row_update(interaction):
+    if interaction._state.adding or not row_update(interaction, unchanged=unchanged):
         row_insert(interaction)
 
 
 def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
     if interaction.status != InteractionStatus.RUNNING:
         interaction.reserved_usd = Decimal(0)
+    unchanged: frozenset[str] = frozenset()
     with stage("record"):
         if (announced := interaction.announced) is not None:
             interaction.announced = None
             try:
                 interaction.created_at = announced.result().created_at
                 interaction._state.adding = False  # the row is there: an UPDATE
+                unchanged = _BUILT_FIELDS
             except Exception as error:  # the outcome is written whole instead (an INSERT)
                 logger.warning(
                     "Interaction %s was not saved as running (%s)", interaction.pk, error
                 )
-        _write(interaction)
-        if counted:
-            metrics.interaction_finished(interaction)
+        _write(interaction, unchanged)
+    if counted:  # once the response is out: /metrics need not hold the client
+        after_response(partial(metrics.interaction_finished, interaction))
 
 
 def interaction_run(

@@ -73,6 +73,24 @@ def test_a_row_inserted_and_updated_in_one_statement_is_the_row_save_writes(user
 
 
 @pytest.mark.django_db
+def test_an_update_leaves_the_columns_named_unchanged_as_the_row_holds_them(user):
+    row = interaction(user, None)
+    row_insert(row)
+    row.status, row.response = "succeeded", "an answer"
+    row.prompt, row.params = "not sent", {"not": "sent"}
+
+    with CaptureQueriesContext(connection) as queries:
+        assert row_update(row, unchanged=frozenset({"prompt", "params"})) is True
+
+    kept = stored(row.pk)
+    assert (kept["status"], kept["response"]) == ("succeeded", "an answer")
+    assert (kept["prompt"], kept["params"]) == ("héllo \u2603", interaction(user, None).params)
+    assert '"prompt"' not in queries[0]["sql"].split("WHERE")[0]
+    with pytest.raises(ValueError, match="no field 'promt'"):
+        row_update(row, unchanged=frozenset({"promt"}))
+
+
+@pytest.mark.django_db
 def test_updating_a_row_that_is_gone_writes_nothing(user):
     gone = interaction(user, None)
     row_insert(gone)
