@@ -52,11 +52,13 @@ from apps.ai_interactions.providers.base import (
 from apps.governance.admission import Admission, admit
 from apps.governance.audit import audit_record
 from apps.governance.limits import check_model, scopes_for, scopes_of
+from apps.routing.cooldown import StatesLook
 from apps.routing.router import (
     Routed,
     check_fits,
     estimated_tokens,
     routed_call,
+    states_look,
     timeout_of,
     worst_prices,
 )
@@ -281,7 +283,11 @@ def _calling(interaction: AIInteraction, announce: bool) -> Callable[[], None]:
 
 
 def _generated(
-    interaction: AIInteraction, route: RouteConfig, *, announce: bool = False
+    interaction: AIInteraction,
+    route: RouteConfig,
+    *,
+    announce: bool = False,
+    routing: StatesLook | None = None,
 ) -> Routed[Generation]:
     """The provider's whole answer (a completion, or embeddings), routed and retried."""
     before = _calling(interaction, announce)
@@ -299,11 +305,15 @@ def _generated(
             timeout=timeout_of(deployment),
         )
 
-    return routed_call(route, tokens=_tokens(interaction), call=call)
+    return routed_call(route, tokens=_tokens(interaction), call=call, looked=routing)
 
 
 def _streamed(
-    interaction: AIInteraction, route: RouteConfig, *, announce: bool = False
+    interaction: AIInteraction,
+    route: RouteConfig,
+    *,
+    announce: bool = False,
+    routing: StatesLook | None = None,
 ) -> tuple[Chunks, Routed]:
     """The provider's answer as it comes, routed and retried (as a whole call is) until
     its first chunk."""
@@ -321,7 +331,7 @@ def _streamed(
         )
         return next(chunks, StreamChunk(finish_reason="stop")), chunks
 
-    routed = routed_call(route, tokens=_tokens(interaction), call=first)
+    routed = routed_call(route, tokens=_tokens(interaction), call=first, looked=routing)
     head, rest = routed.result
 
     def chained() -> Chunks:
@@ -338,10 +348,14 @@ def _record_route(interaction: AIInteraction, routed: Routed) -> None:
 
 
 def _admitted(
-    interaction: AIInteraction, route: RouteConfig, looked: FirstLook | None
+    interaction: AIInteraction,
+    route: RouteConfig,
+    looked: FirstLook | None,
+    routing: StatesLook | None,
 ) -> Admission:
     """The call let through the limits of its key, user and team (or refused, 429/503),
-    its answer ``looked`` up in the same round trip to Redis.
+    its answer ``looked`` up and its deployments' states read (``routing``) in the same
+    round trip to Redis.
 
     An async or batch call refused when its turn comes is recorded as failed."""
     tokens = _tokens(interaction)  # the prompt's estimate and max_tokens: for TPM
@@ -365,7 +379,8 @@ def _admitted(
     )
     try:
         with stage("limits"):
-            return admit(scopes, tokens=tokens, worst_cost=worst, along=[looked] if looked else [])
+            along = [call for call in (looked, routing) if call is not None]
+            return admit(scopes, tokens=tokens, worst_cost=worst, along=along)
     except BaseException as refusal:
         if looked is not None:
             looked.let_go()  # the lock it may have taken: the call goes no further
@@ -392,7 +407,8 @@ def _answered(
     (:func:`_answered_admitted`), then settled to its real tokens and cost."""
     route = route_get(interaction.model)
     looked = FirstLook.of(interaction.prompt_hash, enabled=use_cache)
-    admission = _admitted(interaction, route, looked)
+    routing = states_look(route)
+    admission = _admitted(interaction, route, looked, routing)
     interaction.rate_limit_headers = admission.headers
     interaction.reserved_usd = admission.reserved
     try:
@@ -401,6 +417,7 @@ def _answered(
             route=route,
             use_cache=use_cache,
             looked=looked,
+            routing=routing,
             streamed=streamed,
             final=final,
             # A budgeted call's row holds its reservation while it runs.
@@ -422,6 +439,7 @@ def _answered_admitted(
     route: RouteConfig,
     use_cache: bool,
     looked: FirstLook | None = None,
+    routing: StatesLook | None = None,
     streamed: bool = False,
     final: bool = True,
     announce: bool = False,
@@ -448,12 +466,14 @@ def _answered_admitted(
         with single_flight(interaction.prompt_hash, enabled=use_cache, looked=looked) as flight:
             answer = flight.answer
             if answer is None and not streamed:
-                routed = _generated(interaction, route, announce=announce)
+                routed = _generated(interaction, route, announce=announce, routing=routing)
                 _record_route(interaction, routed)
                 attempts, answer = routed.attempts, answer_of(routed.result)
             elif streamed:
                 if answer is None:
-                    chunks, routed = _streamed(interaction, route, announce=announce)
+                    chunks, routed = _streamed(
+                        interaction, route, announce=announce, routing=routing
+                    )
                     _record_route(interaction, routed)
                     attempts = routed.attempts
                 else:

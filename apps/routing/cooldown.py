@@ -10,10 +10,12 @@ kept a while after it so the probe is one request), ``routing:fails:<id>`` (fail
 in a row) and ``routing:probe:<id>`` (held by the request that probes).
 """
 
+import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -84,23 +86,64 @@ _local = _Local()
 _script = None
 
 
-def states(deployment_ids: list[str]) -> dict[str, State]:
-    """The breaker and this minute's usage of each deployment: one round trip to Redis."""
+def _state_keys(deployment_ids: list[str], minute: int) -> list[str]:
+    return [key for i in deployment_ids for key in (*_keys(i)[:2], *_usage_keys(i, minute))]
+
+
+def _states_of(deployment_ids: list[str], values: list[Any]) -> dict[str, State]:
+    return {
+        deployment_id: State(
+            until=float(values[4 * n]) if values[4 * n] is not None else None,
+            fails=int(values[4 * n + 1] or 0),
+            requests=int(values[4 * n + 2] or 0),
+            tokens=int(values[4 * n + 3] or 0),
+        )
+        for n, deployment_id in enumerate(deployment_ids)
+    }
+
+
+class StatesLook:
+    """The deployments' states read along another script's round trip to Redis (the
+    admission's): :func:`states` of the same deployments, this minute, is then free."""
+
+    def __init__(self, deployment_ids: list[str]) -> None:
+        self.deployment_ids = deployment_ids
+        self.minute = _minute()
+        self.states: dict[str, State] | None = None
+
+    def script_call(self) -> tuple[Any, list[Any], list[Any]]:
+        return _mget_script(), _state_keys(self.deployment_ids, self.minute), []
+
+    def answered(self, result: Any) -> None:
+        if not isinstance(result, Exception):
+            self.states = _states_of(self.deployment_ids, result)
+
+    def of(self, deployment_ids: list[str]) -> dict[str, State] | None:
+        """The states read, when they are those of ``deployment_ids`` this minute."""
+        if self.states is None or self.minute != _minute():
+            return None
+        if not all(deployment_id in self.states for deployment_id in deployment_ids):
+            return None
+        return {deployment_id: self.states[deployment_id] for deployment_id in deployment_ids}
+
+
+@functools.cache
+def _mget_script() -> Any:
+    from redis.commands.core import Script
+
+    return Script(None, b"return redis.call('MGET', unpack(KEYS))")
+
+
+def states(deployment_ids: list[str], looked: StatesLook | None = None) -> dict[str, State]:
+    """The breaker and this minute's usage of each deployment: one round trip to Redis,
+    none when ``looked`` read them already."""
+    if looked is not None and (read := looked.of(deployment_ids)) is not None:
+        return read
     minute = _minute()
     try:
         client = redis_client()
         if client is not None:
-            keys = [key for i in deployment_ids for key in (*_keys(i)[:2], *_usage_keys(i, minute))]
-            values = client.mget(keys)
-            return {
-                deployment_id: State(
-                    until=float(values[4 * n]) if values[4 * n] is not None else None,
-                    fails=int(values[4 * n + 1] or 0),
-                    requests=int(values[4 * n + 2] or 0),
-                    tokens=int(values[4 * n + 3] or 0),
-                )
-                for n, deployment_id in enumerate(deployment_ids)
-            }
+            return _states_of(deployment_ids, client.mget(_state_keys(deployment_ids, minute)))
     except Exception as exc:
         logger.warning("Cooling down per process: Redis unavailable (%s)", exc.__class__.__name__)
     with _local.lock:

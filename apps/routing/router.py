@@ -161,21 +161,41 @@ def _routes(table: RoutingTable, route: RouteConfig) -> Iterator[tuple[RouteConf
             yield fallback, True
 
 
+def states_look(route: RouteConfig) -> cooldown.StatesLook | None:
+    """The states of every deployment ``route`` may ask (its fallbacks' included), to read
+    along another round trip to Redis; None when its call will not read them."""
+    deployments = [
+        d for candidate, _ in _routes(routing_table(), route) for d in candidate.deployments
+    ]
+    if len(deployments) == 1 and deployments[0].rpm is None and deployments[0].tpm is None:
+        return None
+    return cooldown.StatesLook([deployment.id for deployment in deployments])
+
+
 def routed_call(
-    route: RouteConfig, *, tokens: int, call: Callable[[Provider, DeploymentConfig], T]
+    route: RouteConfig,
+    *,
+    tokens: int,
+    call: Callable[[Provider, DeploymentConfig], T],
+    looked: cooldown.StatesLook | None = None,
 ) -> Routed[T]:
     with stage("route"):
-        return _routed_call(route, tokens=tokens, call=call)
+        return _routed_call(route, tokens=tokens, call=call, looked=looked)
 
 
 def _routed_call(
-    route: RouteConfig, *, tokens: int, call: Callable[[Provider, DeploymentConfig], T]
+    route: RouteConfig,
+    *,
+    tokens: int,
+    call: Callable[[Provider, DeploymentConfig], T],
+    looked: cooldown.StatesLook | None = None,
 ) -> Routed[T]:
     """``call`` on the route's deployments (then its fallbacks') until one answers.
 
     Raises :class:`ContextTooLong` when no deployment can hold ``tokens``, and the last
     :class:`ProviderCallError` when none answered; its ``attempts`` are then the
-    call's recorded attempts (dicts, each naming its deployment).
+    call's recorded attempts (dicts, each naming its deployment). The deployments'
+    states are those ``looked`` read (:func:`states_look`), or read now.
     """
     table = routing_table()
     plan = [
@@ -192,7 +212,7 @@ def _routed_call(
         # state is not worth a round trip to Redis.
         states = {only.id: cooldown.State()}
     else:
-        states = cooldown.states([deployment.id for deployment, _ in plan])
+        states = cooldown.states([deployment.id for deployment, _ in plan], looked)
     now = time.time()
     records: list[dict[str, Any]] = []
     last_error: ProviderCallError | None = None

@@ -11,9 +11,11 @@ from django.db import connections
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.governance.admission import spend_usd
 from apps.governance.limits import LimitConfig, Scope
+from apps.routing.models import Route
 from contextos.timing import STAGES
 from tests.fakes import Reply
 from tests.governance.test_enforcement import chat, limited_key, route_to
+from tests.routes import deploy
 
 
 def stages_of(response) -> dict[str, float]:
@@ -103,3 +105,85 @@ def test_a_budgeted_call_holds_its_reservation_in_the_database_while_its_provide
     assert row.status == InteractionStatus.SUCCEEDED
     assert row.reserved_usd == 0
     assert spend_usd(scope, with_reserved=True) == row.cost_usd > 0
+
+
+class RoundTrips:
+    """What is sent to Redis, one list of commands per round trip (a command, or a
+    pipeline); scripts by name. Metric counts (sent once a second under gunicorn) and
+    cached rows' version checks, which are not a call's own, are left out."""
+
+    def __init__(self, monkeypatch, scripts: dict[str, str]) -> None:
+        from redis.client import Pipeline, Redis
+
+        self.trips: list[list[str]] = []
+
+        def name(args: tuple) -> str:
+            command = str(args[0]).upper()
+            if command == "EVALSHA":
+                return scripts.get(args[1], "a script")
+            if command.startswith("HINCRBY"):
+                return "metrics"
+            if command == "GET" and str(args[1]).endswith(":version"):
+                return "version"
+            return command
+
+        execute_command, execute = Redis.execute_command, Pipeline.execute
+
+        def one(client, *args, **options):
+            self.trips.append([name(args)])
+            return execute_command(client, *args, **options)
+
+        def pipelined(pipe, raise_on_error=True):
+            self.trips.append([name(args) for args, _ in pipe.command_stack])
+            return execute(pipe, raise_on_error)
+
+        monkeypatch.setattr(Redis, "execute_command", one)
+        monkeypatch.setattr(Pipeline, "execute", pipelined)
+
+    def of(self, call) -> list[list[str]]:
+        self.trips = []
+        response = call()
+        assert response.status_code == 200, response.content
+        return [trip for trip in self.trips if set(trip) - {"metrics", "version"}]
+
+
+def script_names() -> dict[str, str]:
+    from apps.ai_interactions.answer_cache import _scripts
+    from apps.governance.admission import _ADMIT, _SETTLE
+    from apps.routing.cooldown import _mget_script
+    from contextos.cache import redis_client
+
+    lookup, land = _scripts()
+    register = redis_client().register_script
+    return {
+        register(_ADMIT).sha: "admit",
+        register(_SETTLE).sha: "settle",
+        lookup.sha: "lookup",
+        land.sha: "land",
+        _mget_script().sha: "states",
+    }
+
+
+@pytest.mark.django_db
+def test_a_call_through_three_deployments_looks_up_and_reads_states_with_its_admission(
+    client_for, user, upstream, monkeypatch
+):
+    """Round trips to Redis: the key; the admission with the answer's lookup and the
+    deployments' states; the settlement; for a miss, the answer kept (after the
+    response)."""
+    route = Route.objects.get(name="gpt-4o")  # the upstream's, with a first deployment
+    deploy(route, upstream, "second")
+    deploy(route, upstream, "third")
+    _, raw = limited_key(user, budget_usd=Decimal(10), rpm_limit=100, tpm_limit=100_000)
+    client = client_for(raw)
+    for _ in range(2):  # the scripts loaded; the key used, then cached again
+        chat(client, "warm", cache=True)
+    trips = RoundTrips(monkeypatch, script_names())
+
+    miss = trips.of(lambda: chat(client, "counted", cache=True))
+    hit = trips.of(lambda: chat(client, "counted", cache=True))
+
+    key = ["GET", "INCRBY", "EXPIRE"]  # and the request counted for the rate limit
+    admission = ["admit", "lookup", "states"]
+    assert miss == [key, admission, ["settle"], ["land"]]
+    assert hit == [key, admission, ["settle"]]
