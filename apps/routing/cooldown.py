@@ -109,22 +109,22 @@ class StatesLook:
     def __init__(self, deployment_ids: list[str]) -> None:
         self.deployment_ids = deployment_ids
         self.minute = _minute()
-        self.states: dict[str, State] | None = None
+        self.values: list[Any] | None = None  # read as they came (a cache hit reads none)
 
     def script_call(self) -> tuple[Any, list[Any], list[Any]]:
         return _mget_script(), _state_keys(self.deployment_ids, self.minute), []
 
     def answered(self, result: Any) -> None:
-        if not isinstance(result, Exception):
-            self.states = _states_of(self.deployment_ids, result)
+        self.values = None if isinstance(result, Exception) else result
 
     def of(self, deployment_ids: list[str]) -> dict[str, State] | None:
         """The states read, when they are those of ``deployment_ids`` this minute."""
-        if self.states is None or self.minute != _minute():
+        if self.values is None or self.minute != _minute():
             return None
-        if not all(deployment_id in self.states for deployment_id in deployment_ids):
+        read = _states_of(self.deployment_ids, self.values)
+        if not all(deployment_id in read for deployment_id in deployment_ids):
             return None
-        return {deployment_id: self.states[deployment_id] for deployment_id in deployment_ids}
+        return {deployment_id: read[deployment_id] for deployment_id in deployment_ids}
 
 
 @functools.cache
