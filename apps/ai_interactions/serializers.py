@@ -74,6 +74,52 @@ class MessageSerializer(StrictInputSerializer):
         return data
 
 
+# The shapes of OpenAI's tool fields that ContextOS itself reads (the echo model, the
+# Anthropic translation): checked by hand so that the gateway pays microseconds, not a
+# serializer, and shared with the REST API's serializer. Other tool types and fields
+# pass as they are.
+
+
+def tools_problem(tools: Any) -> str | None:
+    """What is wrong with ``tools`` (OpenAI's), or None."""
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        return "must be a list of tool objects."
+    for tool in tools:
+        if tool.get("type", "function") != "function":
+            continue
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return "each function tool needs a 'function' object with a 'name'."
+        if function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+            return "a function's 'parameters' must be a JSON schema object."
+    return None
+
+
+def tool_choice_problem(choice: Any) -> str | None:
+    """What is wrong with ``tool_choice``: a string, or an object naming a function."""
+    if isinstance(choice, str):
+        return None
+    if not isinstance(choice, dict):
+        return "must be none, auto, required or an object naming a function."
+    if "function" in choice and not isinstance(choice["function"], dict):
+        return "its 'function' must be an object with a 'name'."
+    return None
+
+
+def response_format_problem(response_format: Any) -> str | None:
+    """What is wrong with ``response_format``'s shape (its ``type`` aside)."""
+    if not isinstance(response_format, dict):
+        return "must be an object with a 'type'."
+    json_schema = response_format.get("json_schema")
+    if json_schema is None:
+        return None
+    if not isinstance(json_schema, dict):
+        return "'json_schema' must be an object."
+    if json_schema.get("schema") is not None and not isinstance(json_schema["schema"], dict):
+        return "'json_schema.schema' must be a JSON schema object."
+    return None
+
+
 class GenerationParamsSerializer(StrictInputSerializer):
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False)
     max_tokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
@@ -98,7 +144,13 @@ class GenerationParamsSerializer(StrictInputSerializer):
     def validate_response_format(self, value: dict[str, Any]) -> dict[str, Any]:
         if value.get("type") not in ("text", "json_object", "json_schema"):
             raise serializers.ValidationError("'type' must be text, json_object or json_schema.")
-        return value
+        return _shaped(value, response_format_problem)
+
+    def validate_tools(self, value: list[Any]) -> list[Any]:
+        return _shaped(value, tools_problem)
+
+    def validate_tool_choice(self, value: Any) -> Any:
+        return _shaped(value, tool_choice_problem)
 
     def validate_stop(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -106,6 +158,12 @@ class GenerationParamsSerializer(StrictInputSerializer):
         if isinstance(value, list) and len(value) <= 4 and all(isinstance(v, str) for v in value):
             return value
         raise serializers.ValidationError("A string or a list of at most 4 strings.")
+
+
+def _shaped(value: Any, problem_of: Any) -> Any:
+    if problem := problem_of(value):
+        raise serializers.ValidationError(problem[0].upper() + problem[1:])
+    return value
 
 
 class GatewayParamsSerializer(GenerationParamsSerializer):

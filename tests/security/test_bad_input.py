@@ -1,6 +1,8 @@
 """Bad input answers 4xx in the error format, never 500: the cases fuzzing found, kept
 as regressions, for every operation that takes a JSON body."""
 
+import json
+
 import pytest
 
 from apps.ai_interactions.models import AIInteraction
@@ -122,6 +124,77 @@ def test_gateway_refuses_what_it_cannot_act_on_in_openai_shape(api_client, body,
     assert error["type"] == "invalid_request_error"
     assert message in error["message"]
     assert not AIInteraction.objects.exists()
+
+
+FUNCTION = {"type": "function", "function": {"name": "f"}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"tools": [{"function": "x"}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": ["f"]}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": "s"}}]}, "tools"),
+        (
+            {"tools": [FUNCTION], "tool_choice": {"type": "function", "function": "f"}},
+            "tool_choice",
+        ),
+        ({"tools": [FUNCTION], "tool_choice": 5}, "tool_choice"),
+        ({"response_format": {"type": "json_schema", "json_schema": "s"}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": []}}},
+            "response_format",
+        ),
+    ],
+    ids=[
+        "tool function",
+        "function name",
+        "parameters",
+        "choice function",
+        "choice",
+        "json_schema",
+        "schema",
+    ],
+)
+def test_tool_and_format_shapes_a_provider_reads_are_a_400_on_both_apis(api_client, extra, field):
+    """Found beside the fuzzer's 500: each of these reached the echo model, which failed."""
+    gateway = api_client.post(
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "a"}], **extra},
+        format="json",
+    )
+    rest = api_client.post(
+        "/api/v1/ai/interactions/", {"prompt": "a", "params": extra}, format="json"
+    )
+
+    assert gateway.status_code == 400, gateway.content
+    assert gateway.json()["error"]["message"].startswith(f"Invalid '{field}': ")
+    assert rest.status_code == 400, rest.content
+    assert field in rest.json()["details"]["params"]
+    assert not AIInteraction.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"properties": "p", "required": ["a"]},
+        {"properties": {"a": "x"}, "required": ["a", ["b"]]},
+        {"properties": {"a": {"type": ["string", "null"]}}, "required": ["a"]},
+    ],
+    ids=["properties not an object", "odd entries", "a list of types"],
+)
+def test_a_json_schema_the_echo_model_cannot_read_still_gets_an_answer(api_client, schema):
+    """Schemas are the provider's to judge (pass-through); echo answers what it can."""
+    body = {
+        "messages": [{"role": "user", "content": "a"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        "tool_choice": "none",
+    }
+    response = api_client.post("/v1/chat/completions", body, format="json")
+
+    assert response.status_code == 200, response.content
+    assert json.loads(response.json()["choices"][0]["message"]["content"]) == {"a": "a"}
 
 
 @pytest.mark.parametrize(

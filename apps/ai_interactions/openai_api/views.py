@@ -50,6 +50,9 @@ from apps.ai_interactions.serializers import (
     GatewayParamsSerializer,
     invalid_role_message,
     one_of,
+    response_format_problem,
+    tool_choice_problem,
+    tools_problem,
 )
 from apps.ai_interactions.services import (
     Chunks,
@@ -111,16 +114,15 @@ def _metadata(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _checked_tools(params: dict[str, Any]) -> None:
-    """``tools`` a list of objects and ``response_format`` an object, as documented (a
-    provider reads them; a shape it cannot read is the client's error, not a 500)."""
-    tools = params.get("tools")
-    if tools is not None and (
-        not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools)
+    """``tools``, ``tool_choice`` and ``response_format`` in the shapes a provider reads
+    (a shape it cannot read is the client's error, not a 500)."""
+    for name, problem_of in (
+        ("tools", tools_problem),
+        ("tool_choice", tool_choice_problem),
+        ("response_format", response_format_problem),
     ):
-        raise ValidationFailed("'tools' must be a list of tool objects.")
-    response_format = params.get("response_format")
-    if response_format is not None and not isinstance(response_format, dict):
-        raise ValidationFailed("'response_format' must be an object with a 'type'.")
+        if params.get(name) is not None and (problem := problem_of(params[name])):
+            raise ValidationFailed(f"Invalid '{name}': {problem}")
 
 
 @dataclass(frozen=True)

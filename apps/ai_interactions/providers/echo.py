@@ -212,7 +212,12 @@ def _json_answer(asked: str, response_format: dict[str, Any]) -> dict[str, Any]:
 
 def _arguments(schema: dict[str, Any], asked: str) -> dict[str, Any]:
     """An object satisfying ``schema``'s required properties, each built from the prompt."""
-    properties = schema.get("properties") or {}
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = schema.get("required")
+    names = (
+        [name for name in required if isinstance(name, str)] if isinstance(required, list) else []
+    )
     values = {
         "string": asked,
         "integer": len(asked),
@@ -222,10 +227,13 @@ def _arguments(schema: dict[str, Any], asked: str) -> dict[str, Any]:
         "object": {},
         "null": None,
     }
-    return {
-        name: values.get((properties.get(name) or {}).get("type"), asked)
-        for name in schema.get("required") or ()
-    }
+
+    def kind(name: str) -> Any:
+        declared = properties.get(name)
+        kind = declared.get("type") if isinstance(declared, dict) else None
+        return kind if isinstance(kind, str) else None  # ["string", "null"]: the prompt
+
+    return {name: values.get(kind(name), asked) for name in names}
 
 
 def _tool_to_call(messages: list[Message], params: dict[str, Any]) -> dict[str, Any] | None:
