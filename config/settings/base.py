@@ -125,6 +125,13 @@ _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"]["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=2)
+    # Statements bound on the server (contextos.db's row writes; Django's own queries are
+    # bound on the client and never prepared) are prepared once a connection has run
+    # them 5 times: PostgreSQL then neither parses nor plans them again. Django turns
+    # this off by default for poolers that cannot keep prepared statements (PgBouncer
+    # before 1.21 in transaction mode): DATABASE_PREPARED_STATEMENTS=false behind one.
+    _prepared = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+    _db["OPTIONS"]["prepare_threshold"] = 5 if _prepared else None
     # scripts/start-worker sets "off" for workers (WORKER_DATABASE_SYNCHRONOUS_COMMIT):
     # a task's bookkeeping commits (claim, progress, outcome, result row) then
     # wait for no disk flush, about a third of a small task's time. A crash of

@@ -73,6 +73,24 @@ def test_a_row_inserted_and_updated_in_one_statement_is_the_row_save_writes(user
 
 
 @pytest.mark.django_db
+def test_a_connection_prepares_the_row_writes_it_runs_again_and_again(user):
+    """PostgreSQL parses and plans each row write once per connection, not at every call."""
+    for _ in range(6):
+        row = interaction(user, None)
+        row_insert(row)
+        row.status = "succeeded"
+        row_update(row)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    table = AIInteraction._meta.db_table
+    assert any(s.startswith(f'INSERT INTO "{table}"') for s in prepared), prepared
+    assert any(s.startswith(f'UPDATE "{table}"') for s in prepared), prepared
+    assert AIInteraction.objects.filter(status="succeeded").count() == 6
+
+
+@pytest.mark.django_db
 def test_an_update_leaves_the_columns_named_unchanged_as_the_row_holds_them(user):
     row = interaction(user, None)
     row_insert(row)
