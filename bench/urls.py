@@ -11,5 +11,6 @@ urlpatterns = [
     path("bench/bare-insert", views.BareInsertView.as_view()),
     path("bench/bare-row/<uuid:pk>", views.BareRowView.as_view()),
     path("bench/bare-cache-insert", views.BareCacheInsertView.as_view()),
+    path("bench/bare-proxy", views.BareProxyView.as_view()),
     *project,
 ]

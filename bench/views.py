@@ -1,7 +1,11 @@
 """Baselines: the least a view can do for the same job, on the same server."""
 
+import functools
+import json
+import os
 import uuid
 
+import urllib3
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.request import Request
@@ -97,3 +101,24 @@ class BareCacheInsertView(APIView):
         )
         body = answer.get("body") or {}
         return Response({**body, "id": f"chatcmpl-{row.pk.hex}", "model": row.model})
+
+
+@functools.cache
+def _upstream() -> urllib3.PoolManager:
+    return urllib3.PoolManager(maxsize=32)  # made in the worker process, after the fork
+
+
+class BareProxyView(APIView):
+    """Authenticated and throttled: the chat request forwarded to the benchmark's upstream
+    (``BENCH_UPSTREAM_URL``; one urllib3 POST on a kept-alive connection, as the gateway's
+    provider sends it) and its JSON answered. Nothing checked, limited, cached or
+    recorded: the floor under a gateway call on this server."""
+
+    def post(self, request: Request) -> Response:
+        answer = _upstream().request(
+            "POST",
+            f"{os.environ['BENCH_UPSTREAM_URL']}/chat/completions",
+            body=json.dumps(request.data).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer bench"},
+        )
+        return Response(json.loads(answer.data), status=answer.status)
