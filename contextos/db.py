@@ -54,10 +54,14 @@ _writers: tuple[int, ThreadPoolExecutor, threading.Semaphore] | None = None
 _writers_lock = threading.Lock()
 
 
-def written_aside(write: Callable[[], T]) -> Future[T]:
+def written_aside(write: Callable[[], T], *, after: float = 0.0) -> Future[T]:
     """Run ``write`` (a database write) on a thread of its own, with its own connection,
     while the caller goes on; the caller waits for the returned future (``write``'s
     result) before it writes the same rows again.
+
+    ``after`` (seconds) holds the writer back so that the caller's next step runs first:
+    a write's Python (its values and their adaptation, about 0.5 ms) holds the GIL
+    until its first round trip, and would otherwise hold up the caller's.
 
     The write is done now, on the caller's thread (raising as it would), inside a
     transaction of the caller's (it stays in that transaction) and when every writer
@@ -73,14 +77,16 @@ def written_aside(write: Callable[[], T]) -> Future[T]:
         done.set_result(write())
         return done
     try:
-        return executor.submit(_on_own_connection, write, free)
+        return executor.submit(_on_own_connection, write, free, after)
     except BaseException:
         free.release()
         raise
 
 
-def _on_own_connection(write: Callable[[], T], free: threading.Semaphore) -> T:
+def _on_own_connection(write: Callable[[], T], free: threading.Semaphore, after: float) -> T:
     try:
+        if after > 0:
+            time.sleep(after)
         return write()
     finally:
         connections.close_all()  # a pooled connection goes back to the pool

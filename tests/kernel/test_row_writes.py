@@ -2,6 +2,7 @@
 ``row_update``) are the rows ``save()`` writes; writes done aside (``written_aside``)."""
 
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -136,6 +137,20 @@ def test_a_write_aside_runs_on_a_writer_thread_or_at_once_when_every_writer_is_b
     assert inline.result() == threading.current_thread().name  # no queue behind the others
     assert all(name.startswith("writer") for name in held_by)
     assert aside.result(5).startswith("writer")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_aside_held_back_starts_later_while_the_caller_goes_on():
+    started: list[float] = []
+    submitted = time.monotonic()
+
+    written = written_aside(
+        lambda: started.append(time.monotonic()) or threading.current_thread().name, after=0.2
+    )
+
+    assert not written.done()  # the caller was not held for it
+    assert written.result(5).startswith("writer")
+    assert started[0] - submitted >= 0.2
 
 
 @pytest.mark.django_db
