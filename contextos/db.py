@@ -61,7 +61,8 @@ def written_aside(write: Callable[[], T], *, after: float = 0.0) -> Future[T]:
 
     ``after`` (seconds) holds the writer back so that the caller's next step runs first:
     a write's Python (its values and their adaptation, about 0.5 ms) holds the GIL
-    until its first round trip, and would otherwise hold up the caller's.
+    until its first round trip, and would otherwise hold up the caller's. A write done
+    on the caller's thread (below) does not wait.
 
     The write is done now, on the caller's thread (raising as it would), inside a
     transaction of the caller's (it stays in that transaction) and when every writer

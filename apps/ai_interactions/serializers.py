@@ -1,6 +1,6 @@
 """Input and output shapes of the AI API."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -102,7 +102,7 @@ def tool_choice_problem(choice: Any) -> str | None:
     if not isinstance(choice, dict):
         return "must be none, auto, required or an object naming a function."
     if "function" in choice and not isinstance(choice["function"], dict):
-        return "its 'function' must be an object with a 'name'."
+        return "its 'function' must be an object."
     return None
 
 
@@ -160,7 +160,7 @@ class GenerationParamsSerializer(StrictInputSerializer):
         raise serializers.ValidationError("A string or a list of at most 4 strings.")
 
 
-def _shaped(value: Any, problem_of: Any) -> Any:
+def _shaped(value: Any, problem_of: Callable[[Any], str | None]) -> Any:
     if problem := problem_of(value):
         raise serializers.ValidationError(problem[0].upper() + problem[1:])
     return value
