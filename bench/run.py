@@ -557,11 +557,7 @@ class Stages:
         kind: str,
         timings: list[dict[str, float]],
         upstream_ms: float = 0.0,
-        *,
-        forwarded: bool = False,
     ) -> Stages:
-        """``forwarded``: the upstream was called outside any stage (the floor's view), so
-        its time is taken off ``framework and response`` rather than ``provider``."""
         from contextos.timing import STAGES
 
         medians = {name: statistics.median(t.get(name, 0.0) for t in timings) for name in STAGES}
@@ -569,7 +565,7 @@ class Stages:
             t["total"] - sum(t.get(name, 0.0) for name in STAGES) for t in timings
         )
         if upstream_ms:  # the provider call's overhead alone
-            medians["framework and response" if forwarded else "provider"] -= upstream_ms
+            medians["provider"] -= upstream_ms
         medians["total"] = statistics.median(t["total"] for t in timings) - upstream_ms
         return cls(kind, medians)
 
@@ -763,7 +759,6 @@ def gateway_scenarios(
             "floor (bare forwarding view)",
             floor.stages,
             statistics.median(floor.theirs),
-            forwarded=True,
         ),
     ]
     return rows, stages
@@ -1235,7 +1230,7 @@ def main() -> int:
         "ContextOS's own `Server-Timing` (ms). `provider` is the provider call less the "
         "upstream's own time (the direct calls' median); `framework and response` is the "
         "request as the outermost middleware timed it, less the stages (Django, DRF, the "
-        "answer written; for the floor, also its forwarding, less the upstream's time); "
+        "answer written); "
         "`total` leaves the upstream out.\n\n"
         f"{breakdown}\n"
     )

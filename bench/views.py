@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
+from contextos.timing import stage
 
 
 class BareView(APIView):
@@ -115,10 +116,11 @@ class BareProxyView(APIView):
     recorded: the floor under a gateway call on this server."""
 
     def post(self, request: Request) -> Response:
-        answer = _upstream().request(
-            "POST",
-            f"{os.environ['BENCH_UPSTREAM_URL']}/chat/completions",
-            body=json.dumps(request.data).encode(),
-            headers={"Content-Type": "application/json", "Authorization": "Bearer bench"},
-        )
+        with stage("provider"):
+            answer = _upstream().request(
+                "POST",
+                f"{os.environ['BENCH_UPSTREAM_URL']}/chat/completions",
+                body=json.dumps(request.data).encode(),
+                headers={"Content-Type": "application/json", "Authorization": "Bearer bench"},
+            )
         return Response(json.loads(answer.data), status=answer.status)
