@@ -1,7 +1,7 @@
 """The shared cache: the embedded default's backend, namespaced keys, Lua scripts sent in
 one round trip and a real liveness probe."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from django.core.cache import caches
@@ -92,3 +92,38 @@ def scripts_in_one_round_trip(
             except Exception as error:
                 results[position] = error
     return results
+
+
+def script_sent(client: Any, script: Any, *, keys: list[Any], args: list[Any]) -> Callable[[], Any]:
+    """Send the script's call by its digest and return at once, the reply left unread:
+    Redis runs it as soon as it reads it, while the caller goes on. The function returned
+    reads the call's result (raising its error) and gives the connection back; call it
+    once, later (after a response: :func:`contextos.after_response.after_response`).
+
+    A script the server does not know yet is run again, whole, when the reply is read.
+    """
+    from redis.exceptions import NoScriptError, ResponseError
+
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except BaseException:
+        pool.release(connection)
+        raise
+
+    def reply() -> Any:
+        try:
+            try:
+                return connection.read_response()
+            except ResponseError:
+                raise  # the server answered: the connection is in step
+            except BaseException:
+                connection.disconnect()  # a reply half read, or none: start afresh
+                raise
+            finally:
+                pool.release(connection)
+        except NoScriptError:
+            return script(keys=keys, args=args, client=client)
+
+    return reply

@@ -21,17 +21,19 @@ alone let a call through, as the throttle does.
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, Sum
 
 from apps.governance.limits import NANO, Scope
-from contextos.cache import ScriptCall, redis_client, scripts_in_one_round_trip
+from contextos.after_response import after_response
+from contextos.cache import ScriptCall, redis_client, script_sent, scripts_in_one_round_trip
 from contextos.exceptions import AppError
 
 logger = logging.getLogger(__name__)
@@ -211,7 +213,13 @@ class Admission:
     reserved: Decimal = Decimal(0)
 
     def settle(self, *, tokens: int, cost: Decimal) -> None:
-        """Give back the parallel place, count the real tokens and the real cost."""
+        """Give back the parallel place, count the real tokens and the real cost.
+
+        The settlement is sent now and its reply read once the response is out
+        (:func:`contextos.cache.script_sent`): Redis runs it on arrival, before the
+        client can hear the answer and call again, and the client does not wait for a
+        round trip that tells it nothing. Outside a request it is read at once.
+        """
         if self.settled or not self.scopes:
             return
         self.settled = True
@@ -224,7 +232,9 @@ class Admission:
         ]
         try:
             client = redis_client()
-            _script(client, _SETTLE)(
+            reply = script_sent(
+                client,
+                _script(client, _SETTLE),
                 keys=self.keys,
                 args=[
                     self.request_id,
@@ -233,11 +243,23 @@ class Admission:
                     len(self.scopes),
                     *flags,
                 ],
-                client=client,
             )
         except Exception as exc:
-            # The reservation and place expire on their own; the spend is in PostgreSQL.
-            logger.warning("Governance not settled (%s)", exc.__class__.__name__)
+            _not_settled(exc)
+            return
+        after_response(partial(_settled, reply))
+
+
+def _settled(reply: Callable[[], object]) -> None:
+    try:
+        reply()
+    except Exception as exc:
+        _not_settled(exc)
+
+
+def _not_settled(exc: Exception) -> None:
+    # The reservation and place expire on their own; the spend is in PostgreSQL.
+    logger.warning("Governance not settled (%s)", exc.__class__.__name__)
 
 
 _scripts: dict[str, Any] = {}

@@ -109,13 +109,17 @@ def test_a_budgeted_call_holds_its_reservation_in_the_database_while_its_provide
 
 class RoundTrips:
     """What is sent to Redis, one list of commands per round trip (a command, or a
-    pipeline); scripts by name. Metric counts (sent once a second under gunicorn) and
-    cached rows' version checks, which are not a call's own, are left out."""
+    pipeline); scripts by name, and marked ``sent`` when sent with their reply left to
+    read later (:func:`contextos.cache.script_sent`). Metric counts (sent once a second
+    under gunicorn) and cached rows' version checks, which are not a call's own, are left
+    out."""
 
     def __init__(self, monkeypatch, scripts: dict[str, str]) -> None:
         from redis.client import Pipeline, Redis
+        from redis.connection import AbstractConnection
 
         self.trips: list[list[str]] = []
+        waited = threading.local()
 
         def name(args: tuple) -> str:
             command = str(args[0]).upper()
@@ -128,10 +132,20 @@ class RoundTrips:
             return command
 
         execute_command, execute = Redis.execute_command, Pipeline.execute
+        send_command = AbstractConnection.send_command
 
         def one(client, *args, **options):
             self.trips.append([name(args)])
-            return execute_command(client, *args, **options)
+            waited.inside = True
+            try:
+                return execute_command(client, *args, **options)
+            finally:
+                waited.inside = False
+
+        def sent(connection, *args, **options):
+            if not getattr(waited, "inside", False):
+                self.trips.append([f"{name(args)} sent"])
+            return send_command(connection, *args, **options)
 
         def pipelined(pipe, raise_on_error=True):
             self.trips.append([name(args) for args, _ in pipe.command_stack])
@@ -139,6 +153,7 @@ class RoundTrips:
 
         monkeypatch.setattr(Redis, "execute_command", one)
         monkeypatch.setattr(Pipeline, "execute", pipelined)
+        monkeypatch.setattr(AbstractConnection, "send_command", sent)
 
     def of(self, call) -> list[list[str]]:
         self.trips = []
@@ -169,8 +184,8 @@ def test_a_call_through_three_deployments_looks_up_and_reads_states_with_its_adm
     client_for, user, upstream, monkeypatch
 ):
     """Round trips to Redis: the key; the admission with the answer's lookup and the
-    deployments' states; the settlement; for a miss, the answer kept (after the
-    response)."""
+    deployments' states. Then the settlement is sent, its reply read once the response is
+    out, and for a miss the answer kept (after the response)."""
     route = Route.objects.get(name="gpt-4o")  # the upstream's, with a first deployment
     deploy(route, upstream, "second")
     deploy(route, upstream, "third")
@@ -185,5 +200,5 @@ def test_a_call_through_three_deployments_looks_up_and_reads_states_with_its_adm
 
     key = ["GET", "INCRBY", "EXPIRE"]  # and the request counted for the rate limit
     admission = ["admit", "lookup", "states"]
-    assert miss == [key, admission, ["settle"], ["land"]]
-    assert hit == [key, admission, ["settle"]]
+    assert miss == [key, admission, ["settle sent"], ["land"]]
+    assert hit == [key, admission, ["settle sent"]]

@@ -2,20 +2,24 @@
 hold under concurrency, with Redis flushed, and with Redis down."""
 
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.test import override_settings
+from django.http import HttpResponse
+from django.test import RequestFactory, override_settings
 
 from apps.accounts.models import APIKey
 from apps.accounts.services import api_key_create
 from apps.ai_interactions.models import AIInteraction
-from apps.governance.admission import spend_usd
+from apps.governance.admission import admit, spend_usd
 from apps.governance.limits import LimitConfig, Scope
 from apps.governance.models import Limits
 from apps.routing.models import Route
 from contextos.cache import redis_client
+from contextos.exceptions import AppError
+from contextos.middleware import AfterResponseMiddleware
 from tests.fakes.openai_server import FakeOpenAI
 from tests.health.test_degraded import redis_cache_at
 from tests.routes import deploy
@@ -32,12 +36,13 @@ def chats(fake: FakeOpenAI) -> int:
 
 
 def _loaded_digests() -> list[str]:
-    """The digests of the admission's and the answer lookup's scripts."""
+    """The digests of the admission's, the answer lookup's and the settlement's scripts."""
     from apps.ai_interactions.answer_cache import _scripts
-    from apps.governance.admission import _ADMIT
+    from apps.governance.admission import _ADMIT, _SETTLE
 
     lookup, _ = _scripts()
-    return [redis_client().register_script(_ADMIT).sha, lookup.sha]
+    register = redis_client().register_script
+    return [register(_ADMIT).sha, lookup.sha, register(_SETTLE).sha]
 
 
 def route_to(fake: FakeOpenAI, name: str = "gpt-4o") -> Route:
@@ -171,8 +176,9 @@ def test_a_refused_call_leaves_its_prompt_free_for_the_next_caller(client_for, u
 
 @pytest.mark.django_db
 def test_calls_go_on_when_redis_has_forgotten_the_scripts(client_for, user, upstream):
-    """The admission and the lookup are sent by digest in one pipeline; a Redis that lost
-    its scripts (a restart, SCRIPT FLUSH) is sent each whole, once."""
+    """The admission and the lookup are sent by digest in one pipeline, the settlement by
+    its digest; a Redis that lost its scripts (a restart, SCRIPT FLUSH) is sent each
+    whole, once."""
     _, raw = limited_key(user, rpm_limit=100)
     client = client_for(raw)
     first = chat(client, "asked before the flush", cache=True)
@@ -184,7 +190,7 @@ def test_calls_go_on_when_redis_has_forgotten_the_scripts(client_for, user, upst
     assert again.json()["choices"] == first.json()["choices"]
     assert new["x-ratelimit-remaining-requests"] == "97"  # every call counted
     assert chats(upstream) == 2  # the repeated prompt was a cache hit
-    assert redis_client().script_exists(*_loaded_digests()) == [True, True]
+    assert redis_client().script_exists(*_loaded_digests()) == [True, True, True]
 
 
 @pytest.mark.django_db
@@ -347,6 +353,27 @@ def test_a_key_with_one_parallel_place_calls_one_after_another_without_a_refusal
 
     assert statuses == [200] * 40
     assert AIInteraction.objects.filter(api_key=key, status="succeeded").count() == 40
+
+
+@pytest.mark.django_db
+def test_a_settlement_gives_the_place_back_before_the_response_goes_out():
+    """Inside a request the settlement is sent before the response, its reply read once
+    the response is out: by then Redis has given the place back."""
+    scope = Scope("key", uuid.uuid4().hex, LimitConfig(parallel=1))
+
+    def view(request):
+        admit([scope], tokens=1, worst_cost=Decimal(0)).settle(tokens=1, cost=Decimal(0))
+        return HttpResponse("answered")
+
+    response = AfterResponseMiddleware(view)(RequestFactory().get("/"))
+
+    # The response is ready to go out; the settlement's reply is still unread.
+    admit([scope], tokens=1, worst_cost=Decimal(0)).settle(tokens=1, cost=Decimal(0))
+    response.close()
+    admit([scope], tokens=1, worst_cost=Decimal(0))
+    with pytest.raises(AppError) as refused:
+        admit([scope], tokens=1, worst_cost=Decimal(0))
+    assert refused.value.status_code == 429
 
 
 def _post(url: str, body: dict, key: str) -> tuple[int, dict]:
