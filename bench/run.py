@@ -108,10 +108,10 @@ def process_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **ENVIRONMENT, "PATH": f"{BIN}:{os.environ['PATH']}", **extra}
 
 
-def start(command: list[str], **env: str) -> subprocess.Popen:
+def start(command: list[str], *, cwd: Path = ROOT, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env=process_env(**env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -178,11 +178,16 @@ def bench_api_key(username: str = "bench", *, staff: bool = False) -> tuple[obje
 
 
 @contextmanager
-def web_server(workers: int = 2, **env: str) -> Iterator[str]:
-    port = 18000 + os.getpid() % 1000
+def web_server(
+    workers: int = 2, *, root: Path = ROOT, port: int | None = None, **env: str
+) -> Iterator[str]:
+    """gunicorn serving the checkout at ``root`` (this one by default) with the bench's
+    settings and ``env``; its base URL."""
+    port = port or 18000 + os.getpid() % 1000
     with tempfile.TemporaryDirectory() as static_root:
         server = start(
-            [str(ROOT / "scripts" / "start-web")],
+            [str(root / "scripts" / "start-web")],
+            cwd=root,
             PORT=str(port),
             BIND_ADDRESS="127.0.0.1",
             WEB_CONCURRENCY=str(workers),
