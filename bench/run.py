@@ -575,20 +575,15 @@ class Stages:
     medians: dict[str, float]
 
     @classmethod
-    def of(
-        cls,
-        kind: str,
-        timings: list[dict[str, float]],
-        upstream_ms: float = 0.0,
-    ) -> Stages:
+    def of(cls, kind: str, timings: list[dict[str, float]], upstream_ms: float = 0.0) -> Stages:
         from contextos.timing import STAGES
 
         medians = {name: statistics.median(t.get(name, 0.0) for t in timings) for name in STAGES}
         medians["framework and response"] = statistics.median(
             t["total"] - sum(t.get(name, 0.0) for name in STAGES) for t in timings
         )
-        if upstream_ms:  # the provider call's overhead alone
-            medians["provider"] -= upstream_ms
+        if upstream_ms:
+            medians["provider"] -= upstream_ms  # the provider call's overhead alone
         medians["total"] = statistics.median(t["total"] for t in timings) - upstream_ms
         return cls(kind, medians)
 
@@ -788,11 +783,7 @@ def gateway_scenarios(
         Stages.of("cache hit", hit_timings),
         Stages.of("miss", miss.stages, upstream_ms=statistics.median(miss.theirs)),
         Stages.of("stream to first byte", streamed.stages, statistics.median(streamed.theirs)),
-        Stages.of(
-            "floor (bare forwarding view)",
-            floor.stages,
-            statistics.median(floor.theirs),
-        ),
+        Stages.of("floor (bare forwarding view)", floor.stages, statistics.median(floor.theirs)),
     ]
     return rows, stages
 
@@ -1266,8 +1257,7 @@ def main() -> int:
         "ContextOS's own `Server-Timing` (ms). `provider` is the provider call less the "
         "upstream's own time (the direct calls' median); `framework and response` is the "
         "request as the outermost middleware timed it, less the stages (Django, DRF, the "
-        "answer written); "
-        "`total` leaves the upstream out.\n\n"
+        "answer written); `total` leaves the upstream out.\n\n"
         f"{breakdown}\n"
     )
     return 0 if all(row.passed for row in rows) else 1

@@ -114,16 +114,16 @@ def script_sent(client: Any, script: Any, *, keys: list[Any], args: list[Any]) -
 
     def reply() -> Any:
         try:
-            try:
-                return connection.read_response()
-            except ResponseError:
-                raise  # the server answered: the connection is in step
-            except BaseException:
-                connection.disconnect()  # a reply half read, or none: start afresh
-                raise
-            finally:
-                pool.release(connection)
+            return connection.read_response()
         except NoScriptError:
-            return script(keys=keys, args=args, client=client)
+            pass  # run whole below, once the connection is back
+        except ResponseError:
+            raise  # the server answered: the connection is in step
+        except BaseException:
+            connection.disconnect()  # a reply half read, or none: start afresh
+            raise
+        finally:
+            pool.release(connection)
+        return script(keys=keys, args=args, client=client)
 
     return reply
