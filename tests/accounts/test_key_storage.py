@@ -22,6 +22,7 @@ def database_contains(needle: str) -> list[str]:
             SELECT table_name, column_name FROM information_schema.columns
             WHERE table_schema = 'public'
               AND data_type IN ('text', 'character varying', 'jsonb', 'json')
+            ORDER BY table_name, column_name
             """
         )
         for table, column in cursor.fetchall():
