@@ -330,7 +330,7 @@ class KeepAliveClient:
         self, url: str, body: dict, api_key: str | None = None, *, first_byte: bool = False
     ) -> Timed:
         """POST ``body``; with ``first_byte``, stop timing at the first byte of the body
-        (a stream's first event) and close the connection."""
+        (a stream's first event), then read the rest, as an SDK reads a stream to its end."""
         import http.client
         from urllib.parse import urlsplit
 
@@ -349,15 +349,16 @@ class KeepAliveClient:
             try:
                 connection.request("POST", parts.path, body=payload, headers=headers)
                 response = connection.getresponse()
-                response.read(1) if first_byte else response.read()
+                response.read(1 if first_byte else None)
+                seconds = time.perf_counter() - started
+                response.read()
             except (http.client.HTTPException, OSError):
                 connection.close()
                 del self._connections[parts.netloc]
                 if retry:
                     raise
                 continue  # the server closed an idle connection: once more on a new one
-            seconds = time.perf_counter() - started
-            if first_byte or response.getheader("Connection", "").lower() == "close":
+            if response.getheader("Connection", "").lower() == "close":
                 connection.close()
                 del self._connections[parts.netloc]
             return Timed(

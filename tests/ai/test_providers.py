@@ -236,6 +236,35 @@ def test_openai_stream_yields_pieces_then_usage(fake_openai, openai_provider):
     assert body["stream_options"] == {"include_usage": True}
 
 
+def test_openai_streams_one_after_another_reuse_one_connection(fake_openai, openai_provider):
+    for _ in range(3):
+        assert_stream_well_formed(streamed(openai_provider), ANSWER)
+    # A stream left unread midway closes its connection: the next call opens another.
+    openai_provider.stream(messages=MESSAGES, model="m-1", params={}, timeout=5).__next__()
+    assert_stream_well_formed(streamed(openai_provider), ANSWER)
+
+    peers = [request["peer"] for request in fake_openai.requests]
+    assert len(peers) == 5
+    assert len(set(peers[:4])) == 1, "each stream read to its end gives its connection back"
+    assert peers[4] != peers[3]
+
+
+def test_openai_stream_whose_body_goes_on_after_done_ends_at_done(fake_openai, openai_provider):
+    piece = {"choices": [{"index": 0, "delta": {"content": "one"}}]}
+    # The server holds its body open for 1.5 s after [DONE], then sends more.
+    fake_openai.script(Reply(events=[piece, "data: [DONE]\n\n", piece], chunk_delay=1.5))
+
+    started = time.monotonic()
+    chunks = streamed(openai_provider, timeout=30)
+    waited = time.monotonic() - started
+
+    assert [c.delta for c in chunks] == ["one", ""]
+    assert waited < 2.5, "not held until the server's next write, nor its read timeout"
+    assert_stream_well_formed(streamed(openai_provider), ANSWER)
+    first, second = (request["peer"] for request in fake_openai.requests)
+    assert first != second, "the connection left mid-body is not reused"
+
+
 def test_openai_stream_cut_by_max_tokens_ends_with_length(openai_provider):
     chunks = streamed(openai_provider, max_tokens=2)
 

@@ -142,9 +142,10 @@ class FakeServer:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Every request received: ``{"method", "path", "headers", "body"}``.
+        """Every request received: ``{"method", "path", "peer", "headers", "body"}``.
 
-        Header names are lower-cased; the body is the parsed JSON (None if there was none).
+        ``peer`` is the client's (host, port): requests on one connection share it. Header
+        names are lower-cased; the body is the parsed JSON (None if there was none).
         """
         with self._lock:
             return list(self._requests)
@@ -186,6 +187,7 @@ class FakeServer:
                 {
                     "method": method,
                     "path": path,
+                    "peer": handler.client_address,  # one per connection
                     "headers": {name.lower(): value for name, value in handler.headers.items()},
                     "body": body,
                 }
@@ -218,8 +220,8 @@ class FakeServer:
 
 class FakeHandler(BaseHTTPRequestHandler):
     fake: FakeServer
-    # Keep-alive, as the providers' own servers do: an answer with a length leaves the
-    # connection open for the client's next request; a stream closes it when it ends.
+    # Keep-alive, as the providers' own servers do: an answer, with a length or streamed
+    # in chunks, leaves the connection open for the client's next request.
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes
 
@@ -256,13 +258,18 @@ class FakeHandler(BaseHTTPRequestHandler):
         chunk_delay: float = 0.0,
         pause: Callable[[float], bool],
     ) -> None:
-        """Stream server-sent events (each already formatted, ending in a blank line)."""
+        """Stream server-sent events (each already formatted, ending in a blank line), one
+        chunk of the chunked encoding each, as the providers' servers do; the connection
+        is kept for the next request once the body has ended."""
         self._start(200, {"Content-Type": "text/event-stream", **(headers or {})}, None)
         for number, event in enumerate(events):
             if number and not pause(chunk_delay):
+                self.close_connection = True  # cut off: the body has no end
                 return
-            self.wfile.write(event.encode())
-            self.wfile.flush()
+            if data := event.encode():
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     def _start(self, status: int, headers: dict[str, str], length: int | None) -> None:
         self.send_response(status)
@@ -272,8 +279,7 @@ class FakeHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
         else:
             self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")  # the stream ends when it closes
-            self.close_connection = True
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
 

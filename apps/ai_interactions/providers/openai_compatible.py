@@ -174,6 +174,7 @@ class OpenAICompatibleProvider(RemoteProvider):
             with self._translated_transport_errors():
                 for data in _sse_data(response):
                     if data.startswith("[DONE]"):
+                        _read_to_the_end(response)
                         return
                     try:
                         event = json.loads(data)
@@ -237,6 +238,26 @@ class OpenAICompatibleProvider(RemoteProvider):
             retry_after=retry_after_seconds(headers) if retryable else None,
             param=param if isinstance(param, str) else None,
         )
+
+
+# How long the end of a stream's body may take to follow its ``[DONE]``, and how much of
+# it is read (the last bytes of its chunked encoding, at most a few).
+_STREAM_END_SECONDS = 0.2
+_STREAM_END_BYTES = 65536
+
+
+def _read_to_the_end(response: urllib3.BaseHTTPResponse) -> None:
+    """Read what is left of a stream's body after its ``[DONE]``: once the body has ended,
+    urllib3 gives the connection back to the pool, and the next call reuses it (no new
+    connection, nor TLS handshake, per stream). A server that does not end its body soon,
+    or sends more, has the connection closed instead when the response is."""
+    sock = getattr(response.connection, "sock", None)
+    with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
+        if sock is not None:  # the next request on the connection sets its own timeout
+            sock.settimeout(_STREAM_END_SECONDS)
+        left = _STREAM_END_BYTES
+        while left > 0 and (rest := response.read1(left)):
+            left -= len(rest)
 
 
 def _sse_data(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
