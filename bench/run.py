@@ -283,15 +283,23 @@ class Paired:
 
 
 def compare_http(
-    contextos: tuple[str, str | None], baseline: tuple[str, str | None], *, runs: int, seconds: int
+    contextos: tuple[str, str | None],
+    baseline: tuple[str, str | None],
+    *,
+    runs: int,
+    seconds: int,
+    before_each: Callable[[], object] = lambda: None,
 ) -> Paired:
-    """Req/s of each per run, runs interleaved (and order alternated) so noise hits both."""
+    """Req/s of each per run, runs interleaved (and order alternated) so noise hits both;
+    ``before_each`` is called before every run."""
     for url, script in (contextos, baseline):
+        before_each()
         wrk(url, seconds=1, script=script)  # warm-up
     pairs = Paired([], [])
     for run in range(runs):
         order = [(pairs.ours, contextos), (pairs.theirs, baseline)]
         for results, (url, script) in order if run % 2 == 0 else reversed(order):
+            before_each()
             results.append(wrk(url, seconds=seconds, script=script))
     return pairs
 
@@ -458,9 +466,9 @@ def deep_cursor_url(base: str, depth: int) -> str:
 
 
 def forget_queued_tasks() -> None:
-    """Delete the tasks earlier runs' submission scenario left queued (no worker drains
-    them): every submission counts its user's active tasks, which should hold this run's
-    backlog, not every earlier run's."""
+    """Delete the tasks earlier runs of the submission scenario left queued (no worker
+    drains them): every submission counts its user's active tasks, which should hold
+    this run's backlog, not every earlier run's."""
     from apps.tasks.models import Task, TaskStatus
 
     Task.objects.filter(
@@ -631,11 +639,15 @@ def http_scenarios(
                 runs=runs,
                 seconds=seconds,
             )
+            # Each run starts from an empty queue: no worker drains it, and a user's
+            # backlog grows over one run to about the default TASKS_MAX_ACTIVE_PER_USER
+            # (1,000), the most a user can hold, not to every earlier run's as well.
             submitted = compare_http(
                 (f"{base}/api/v1/tasks/", submit),
                 (f"{base}/bench/bare-insert", submit),
                 runs=runs,
                 seconds=seconds,
+                before_each=forget_queued_tasks,
             )
             post_json(f"{base}/api/v1/ai/interactions/", {"prompt": CACHED_PROMPT}, api_key)
             row_id = AIInteraction.objects.filter(owner=user).values_list("pk", flat=True)[0]
