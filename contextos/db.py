@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -140,6 +140,49 @@ def row_update(obj: models.Model, *, unchanged: frozenset[str] = frozenset()) ->
     return _execute(obj, sql, [*values, obj.pk]) == 1
 
 
+def row_insert_in_turn(
+    obj: models.Model, *, turn: int, condition: str, params: Sequence[Any]
+) -> bool:
+    """INSERT ``obj`` (as :func:`row_insert` does) if ``condition`` (SQL, with ``params``)
+    holds, in a transaction of its own whose first statement takes the advisory lock
+    ``turn``; False when the condition did not hold (nothing was written).
+
+    The lock and the conditional INSERT go to PostgreSQL in one flight (psycopg's
+    pipeline mode; one transaction, committed at the pipeline's end), so the lock is
+    held while the server works, not while this process waits for a reply and sends
+    the next statement: callers taking turns on one lock are not held up by each
+    other's round trips. The condition is read once the lock is granted (its
+    statement's own snapshot), so it sees every row written in the turns before.
+
+    PostgreSQL only, outside any transaction of the caller's. A failure (a unique
+    constraint, say) rolls the transaction back and raises as Django's errors do.
+    """
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection = _connection(obj)
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        raise RuntimeError("row_insert_in_turn runs on PostgreSQL, outside a transaction")
+    sql, fields = _conditional_insert_statement(type(obj), condition)
+    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        raw = connection.connection
+        # Statements sent in a pipeline up to its sync are one transaction, committed at
+        # the sync (or rolled back, the statements after a failure skipped).
+        with (
+            raw.pipeline(),
+            ServerBindingCursor(raw) as lock,
+            ServerBindingCursor(raw) as insert,
+        ):
+            lock.execute("SELECT pg_advisory_xact_lock(%s)", [turn])
+            insert.execute(sql, [*values, *params])
+        inserted = insert.rowcount == 1
+    if inserted:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    return inserted
+
+
 def _connection(obj: models.Model) -> Any:
     return connections[router.db_for_write(type(obj), instance=obj)]
 
@@ -157,6 +200,24 @@ def _insert_statement(model: type[models.Model]) -> tuple[str, list]:
         quote(meta.db_table),
         ", ".join(quote(f.column) for f in fields),
         ", ".join(["%s"] * len(fields)),
+    )
+    return insert, fields
+
+
+@functools.cache
+def _conditional_insert_statement(model: type[models.Model], condition: str) -> tuple[str, list]:
+    """The model's INSERT of every column, of the row only if ``condition`` holds. Each
+    value is cast to its column's type: a parameter in a SELECT list (a None, a string)
+    would otherwise be read as text."""
+    meta = model._meta
+    connection = connections["default"]
+    quote = connection.ops.quote_name
+    fields = list(meta.concrete_fields)
+    insert = "INSERT INTO {} ({}) SELECT {} WHERE {}".format(
+        quote(meta.db_table),
+        ", ".join(quote(f.column) for f in fields),
+        ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields),
+        condition,
     )
     return insert, fields
 

@@ -5,6 +5,7 @@ message is published only after it commits. A publish that fails leaves the
 row marked for dispatch, and :func:`task_recover` sends it again later.
 """
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -31,6 +32,7 @@ from apps.tasks.models import (
     TaskStatus,
 )
 from apps.tasks.registry import TaskType, get_task_type
+from contextos.db import row_insert_in_turn
 from contextos.digest import canonical_digest
 from contextos.exceptions import Conflict, PermissionDenied, TooManyRequests, ValidationFailed
 from contextos.retention import PURGE_BATCH_SIZE, delete_in_batches
@@ -103,11 +105,14 @@ def owner_lock(*, owner_id: Any) -> None:
     """
     if connection.vendor != "postgresql":
         return
-    digest = hashlib.blake2b(f"tasks.owner:{owner_id}".encode(), digest_size=8).digest()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)]
-        )
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_owner_turn(owner_id)])
+
+
+def _owner_turn(owner_id: Any) -> int:
+    """The advisory lock of the owner's turn."""
+    digest = hashlib.blake2b(f"tasks.owner:{owner_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _check_active_limit(*, owner_id: Any) -> None:
@@ -120,12 +125,60 @@ def _check_active_limit(*, owner_id: Any) -> None:
         .count()
     )
     if active >= limit:
-        raise TooManyRequests(
-            f"The owner has {active} tasks queued or running, the most allowed; "
-            "try again when some have finished.",
-            code="too_many_active_tasks",
-            details={"limit": limit, "active": active, "retry_after": LIMIT_RETRY_AFTER_SECONDS},
+        raise _too_many_active(active, limit)
+
+
+def _too_many_active(active: int, limit: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"The owner has {active} tasks queued or running, the most allowed; "
+        "try again when some have finished.",
+        code="too_many_active_tasks",
+        details={"limit": limit, "active": active, "retry_after": LIMIT_RETRY_AFTER_SECONDS},
+    )
+
+
+@functools.cache
+def _below_the_active_limit() -> str:
+    """SQL that holds while an owner (the first parameter) has fewer active tasks than
+    the limit (the third and fourth), counting no further than it."""
+    quote = connection.ops.quote_name
+    meta = Task._meta
+    table = quote(meta.db_table)
+    owner, status = (quote(meta.get_field(name).column) for name in ("owner", "status"))
+    # Identifiers quoted by the backend; every value is a parameter.
+    active = f"SELECT 1 FROM {table} WHERE {owner} = %s AND {status} = ANY(%s) LIMIT %s"  # noqa: S608
+    return f"(SELECT count(*) FROM ({active}) AS active) < %s"  # noqa: S608
+
+
+def _submit_in_turn(task: Task, fingerprint: str) -> tuple[Task, bool]:
+    """Write a limited owner's new ``task`` if the owner is below the active limit, in the
+    owner's turn, in one flight to PostgreSQL (:func:`contextos.db.row_insert_in_turn`):
+    the turn is held while the server counts and writes, so one owner's submissions
+    in parallel do not wait for each other's round trips. Else as :func:`task_submit`'s
+    transaction does."""
+    owner_id, key = task.owner_id, task.idempotency_key
+    if key is not None:  # a replay is answered at the limit too
+        existing = Task.objects.filter(owner_id=owner_id, idempotency_key=key).first()
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    limit = settings.TASKS_MAX_ACTIVE_PER_USER
+    try:
+        inserted = row_insert_in_turn(
+            task,
+            turn=_owner_turn(owner_id),
+            condition=_below_the_active_limit(),
+            params=[owner_id, list(ACTIVE_STATUSES), limit, limit],
         )
+    except IntegrityError:
+        # Two requests with one key raced; the other one created the task.
+        existing = Task.objects.filter(owner_id=owner_id, idempotency_key=key).first()
+        if key is None or existing is None:
+            raise
+        return _replay(existing, fingerprint), False
+    if not inserted:
+        raise _too_many_active(limit, limit)  # counted up to the limit, in the turn
+    _publish(task)
+    return task, True
 
 
 def task_submit(
@@ -157,6 +210,22 @@ def task_submit(
     params = validate_params(task_type=task_type, params=params)
     fingerprint = _fingerprint(type_name, params)
     limited = not owner.is_staff
+    task = Task(
+        owner=owner,
+        api_key=api_key,
+        type=type_name,
+        params=params,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        celery_task_id=str(uuid.uuid4()),
+    )
+    if (
+        limited
+        and task_type.admit is None
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+    ):
+        return _submit_in_turn(task, fingerprint)
     try:
         # A limited owner's turn lasts until the commit, the count and the type's own
         # limits included. Staff's one INSERT needs no transaction of its own, except
@@ -172,15 +241,7 @@ def task_submit(
                 _check_active_limit(owner_id=owner.pk)
             if task_type.admit is not None:
                 task_type.admit(params=params, owner=owner, api_key=api_key)
-            task = Task.objects.create(
-                owner=owner,
-                api_key=api_key,
-                type=type_name,
-                params=params,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-                celery_task_id=str(uuid.uuid4()),
-            )
+            task.save(force_insert=True)
         # Outside a transaction this publishes at once; inside one, at its commit.
         _publish_on_commit(task)
     except IntegrityError:

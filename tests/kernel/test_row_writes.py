@@ -1,18 +1,22 @@
-"""Rows written with one statement bound on the server (``contextos.db.row_insert`` and
-``row_update``) are the rows ``save()`` writes; writes done aside (``written_aside``)."""
+"""Rows written with one statement bound on the server (``contextos.db.row_insert``,
+``row_update`` and ``row_insert_in_turn``) are the rows ``save()`` writes; writes done
+aside (``written_aside``)."""
 
 import threading
 import time
+import uuid
 from decimal import Decimal
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 
 from apps.accounts.services import api_key_create
 from apps.ai_interactions.models import AIInteraction
-from contextos.db import row_insert, row_update, written_aside
+from apps.tasks.models import Task
+from contextos.db import row_insert, row_insert_in_turn, row_update, written_aside
 
 
 def interaction(user, api_key, **fields) -> AIInteraction:
@@ -161,3 +165,65 @@ def test_a_write_aside_inside_a_transaction_stays_in_it(user):
 
     assert written.result() == threading.current_thread().name
     assert AIInteraction.objects.filter(pk=row.pk).exists()  # seen by this transaction
+
+
+def task(user, **fields) -> Task:
+    return Task(
+        owner=user,
+        type="diagnostics.sleep",
+        params={"seconds": 0, "note": "héllo \u2603"},
+        request_fingerprint="f" * 64,
+        celery_task_id=str(uuid.uuid4()),
+        **fields,
+    )
+
+
+FEWER_THAN = "(SELECT count(*) FROM tasks_task WHERE owner_id = %s) < %s"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_inserted_in_turn_is_the_row_save_writes_when_its_condition_holds(user):
+    fast, saved = task(user), task(user)
+    saved.save()
+
+    assert row_insert_in_turn(fast, turn=42, condition=FEWER_THAN, params=[user.pk, 2])
+
+    assert not fast._state.adding
+    written = Task.objects.get(pk=fast.pk)
+    assert written.created_at == fast.created_at
+    assert {**model_to_dict(written), "id": None, "celery_task_id": None} == {
+        **model_to_dict(saved),
+        "id": None,
+        "celery_task_id": None,
+    }
+    # Nothing is left open: the connection is idle, outside any transaction.
+    assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_whose_condition_fails_is_not_written(user):
+    task(user).save()
+    refused = task(user)
+
+    assert not row_insert_in_turn(refused, turn=42, condition=FEWER_THAN, params=[user.pk, 1])
+
+    assert refused._state.adding
+    assert Task.objects.filter(owner=user).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_inserted_in_turn_that_breaks_a_constraint_is_rolled_back(user):
+    task(user, idempotency_key="once").save()
+
+    with pytest.raises(IntegrityError):
+        row_insert_in_turn(task(user, idempotency_key="once"), turn=42, condition="true", params=[])
+
+    assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert row_insert_in_turn(task(user), turn=42, condition="true", params=[])
+    assert Task.objects.filter(owner=user).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_row_is_not_inserted_in_turn_inside_a_transaction(user):
+    with pytest.raises(RuntimeError):
+        row_insert_in_turn(task(user), turn=42, condition="true", params=[])

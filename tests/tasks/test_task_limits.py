@@ -1,7 +1,6 @@
 """Per-user task limits: queued + running tasks, and prompts of queued + running batches."""
 
 import pytest
-from django.conf import settings
 from kombu import Connection
 
 from apps.accounts.services import api_key_create
@@ -19,6 +18,25 @@ LIMIT = 3
 def _small_limits(settings):
     settings.TASKS_MAX_ACTIVE_PER_USER = LIMIT
     settings.TASKS_MAX_BATCH_PROMPTS_PER_USER = 5
+
+
+# Each test so marked runs both ways a limited user's submission can go: in one flight
+# to PostgreSQL, its own transaction (contextos.db.row_insert_in_turn), and inside a
+# transaction of the caller's (the test's), the lock and the count statements of their own.
+BOTH_WAYS = pytest.mark.parametrize(
+    "way",
+    [
+        pytest.param("one flight", marks=pytest.mark.django_db(transaction=True)),
+        pytest.param("in a transaction", marks=pytest.mark.django_db),
+    ],
+)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_queued(settings):
+    yield
+    with Connection(settings.CELERY_BROKER_URL) as conn:  # published in one flight's tests
+        conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 def submit(client, body=SLEEP, **headers):
@@ -42,8 +60,8 @@ def assert_refused(response, code: str) -> dict:
     return body
 
 
-@pytest.mark.django_db
-def test_a_user_at_the_limit_is_refused_429_with_retry_after(api_client, user):
+@BOTH_WAYS
+def test_a_user_at_the_limit_is_refused_429_with_retry_after(way, api_client, user):
     for _ in range(LIMIT):
         assert submit(api_client).status_code == 202
 
@@ -61,8 +79,8 @@ def test_staff_are_not_limited(staff_client, staff_user):
     assert Task.objects.filter(owner=staff_user).count() == LIMIT + 3
 
 
-@pytest.mark.django_db
-def test_only_queued_and_running_tasks_count(api_client, user):
+@BOTH_WAYS
+def test_only_queued_and_running_tasks_count(way, api_client, user):
     for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED):
         TaskFactory(owner=user, status=status)
     TaskFactory(owner=user, status=TaskStatus.RUNNING)
@@ -76,8 +94,8 @@ def test_only_queued_and_running_tasks_count(api_client, user):
     assert submit(api_client).status_code == 202
 
 
-@pytest.mark.django_db
-def test_another_user_is_unaffected(api_client, client_for):
+@BOTH_WAYS
+def test_another_user_is_unaffected(way, api_client, client_for):
     for _ in range(LIMIT):
         submit(api_client)
     assert_refused(submit(api_client), "too_many_active_tasks")
@@ -86,8 +104,8 @@ def test_another_user_is_unaffected(api_client, client_for):
     assert submit(client_for(other_key)).status_code == 202
 
 
-@pytest.mark.django_db
-def test_a_replay_at_the_limit_returns_the_existing_task(api_client):
+@BOTH_WAYS
+def test_a_replay_at_the_limit_returns_the_existing_task(way, api_client):
     first = submit(api_client, HTTP_IDEMPOTENCY_KEY="nightly")
     for _ in range(LIMIT - 1):
         submit(api_client)
@@ -98,8 +116,8 @@ def test_a_replay_at_the_limit_returns_the_existing_task(api_client):
     assert_refused(submit(api_client, HTTP_IDEMPOTENCY_KEY="another"), "too_many_active_tasks")
 
 
-@pytest.mark.django_db
-def test_an_async_interaction_counts_as_a_task(api_client, user):
+@BOTH_WAYS
+def test_an_async_interaction_counts_as_a_task(way, api_client, user):
     for _ in range(LIMIT):
         submit(api_client)
 
@@ -120,8 +138,17 @@ def test_concurrent_submissions_at_the_limit_let_exactly_the_limit_through(clien
 
     assert sorted(statuses) == [202] * (LIMIT - 1) + [429] * (8 - LIMIT + 1)
     assert Task.objects.filter(owner=user, status=TaskStatus.QUEUED).count() == LIMIT
-    with Connection(settings.CELERY_BROKER_URL) as conn:
-        conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_replays_of_one_key_make_one_task(client_for, user):
+    _, raw_key = api_key_create(user=user, name="replaying")
+
+    answers = all_at_once(lambda: submit(client_for(raw_key), HTTP_IDEMPOTENCY_KEY="once"), times=6)
+
+    assert sorted(answer.status_code for answer in answers) == [200] * 5 + [202]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert Task.objects.filter(owner=user).count() == 1
 
 
 @pytest.mark.django_db
@@ -138,8 +165,8 @@ def test_a_batch_past_the_prompt_cap_is_refused(api_client, user):
     assert submit(api_client, batch(5)).status_code == 202
 
 
-@pytest.mark.django_db
-def test_a_retry_over_the_limit_is_refused(api_client, staff_client, user):
+@BOTH_WAYS
+def test_a_retry_over_the_limit_is_refused(way, api_client, staff_client, user):
     failed = TaskFactory(owner=user, status=TaskStatus.FAILED)
     for _ in range(LIMIT):
         submit(api_client)
