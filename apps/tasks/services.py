@@ -156,11 +156,9 @@ def _submit_in_turn(task: Task, fingerprint: str) -> tuple[Task, bool]:
     the turn is held while the server counts and writes, so one owner's submissions
     in parallel do not wait for each other's round trips. Else as :func:`task_submit`'s
     transaction does."""
-    owner_id, key = task.owner_id, task.idempotency_key
-    if key is not None:  # a replay is answered at the limit too
-        existing = Task.objects.filter(owner_id=owner_id, idempotency_key=key).first()
-        if existing is not None:
-            return _replay(existing, fingerprint), False
+    owner_id = task.owner_id
+    if (existing := _first_with_key(task)) is not None:  # a replay, answered at the limit too
+        return _replay(existing, fingerprint), False
     limit = settings.TASKS_MAX_ACTIVE_PER_USER
     try:
         inserted = row_insert_in_turn(
@@ -171,8 +169,7 @@ def _submit_in_turn(task: Task, fingerprint: str) -> tuple[Task, bool]:
         )
     except IntegrityError:
         # Two requests with one key raced; the other one created the task.
-        existing = Task.objects.filter(owner_id=owner_id, idempotency_key=key).first()
-        if key is None or existing is None:
+        if (existing := _first_with_key(task)) is None:
             raise
         return _replay(existing, fingerprint), False
     if not inserted:
@@ -233,10 +230,8 @@ def task_submit(
         with transaction.atomic() if limited or idempotency_key else nullcontext():
             if limited:
                 owner_lock(owner_id=owner.pk)
-            if idempotency_key is not None:
-                existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-                if existing is not None:
-                    return _replay(existing, fingerprint), False
+            if (existing := _first_with_key(task)) is not None:
+                return _replay(existing, fingerprint), False
             if limited:
                 _check_active_limit(owner_id=owner.pk)
             if task_type.admit is not None:
@@ -246,11 +241,17 @@ def task_submit(
         _publish_on_commit(task)
     except IntegrityError:
         # Two requests with one key raced; the other one created the task.
-        existing = Task.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-        if existing is None:
+        if (existing := _first_with_key(task)) is None:
             raise
         return _replay(existing, fingerprint), False
     return task, True
+
+
+def _first_with_key(task: Task) -> Task | None:
+    """The owner's task submitted earlier with ``task``'s Idempotency-Key, if any."""
+    if task.idempotency_key is None:
+        return None
+    return Task.objects.filter(owner_id=task.owner_id, idempotency_key=task.idempotency_key).first()
 
 
 def _replay(task: Task, fingerprint: str) -> Task:
