@@ -125,17 +125,28 @@ def row_insert(obj: models.Model) -> None:
     _execute(obj, sql, values)
 
 
-def row_update(obj: models.Model, *, unchanged: frozenset[str] = frozenset()) -> bool:
+def row_update(
+    obj: models.Model, *, unchanged: frozenset[str] = frozenset(), wait_for_disk: bool = True
+) -> bool:
     """UPDATE every column of ``obj``'s row as ``obj.save()`` of an existing row would
     (see :func:`row_insert`), but those of the fields named ``unchanged`` (the caller
     knows the row holds them already: a large prompt is not sent twice); False when
-    there is no such row (then nothing is written)."""
+    there is no such row (then nothing is written).
+
+    ``wait_for_disk=False`` commits the change without waiting for the server to flush
+    it to disk (``synchronous_commit = off`` for this statement's transaction alone):
+    every reader sees it at once, as always, but a crash of PostgreSQL itself within a
+    fraction of a second of the commit may forget it. Only for a row already on disk
+    that can live without this change. Inside a caller's transaction, its commit decides.
+    """
     connection = _connection(obj)
     if connection.vendor != "postgresql":
         obj._state.adding = False
         obj.save()  # an UPDATE, or an INSERT when the row is gone
         return True
-    sql, fields = _update_statement(type(obj), unchanged)
+    # Inside a caller's transaction the setting would outlive the statement: not there.
+    wait_for_disk = wait_for_disk or connection.in_atomic_block
+    sql, fields = _update_statement(type(obj), unchanged, wait_for_disk)
     values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
     return _execute(obj, sql, [*values, obj.pk]) == 1
 
@@ -223,17 +234,27 @@ def _conditional_insert_statement(model: type[models.Model], condition: str) -> 
 
 
 @functools.cache
-def _update_statement(model: type[models.Model], unchanged: frozenset[str]) -> tuple[str, list]:
-    """The model's UPDATE of every column but the key's and those of ``unchanged``."""
+def _update_statement(
+    model: type[models.Model], unchanged: frozenset[str], wait_for_disk: bool = True
+) -> tuple[str, list]:
+    """The model's UPDATE of every column but the key's and those of ``unchanged``.
+
+    Not ``wait_for_disk``: the statement itself sets ``synchronous_commit`` off for its
+    own transaction (a one-row subquery of ``set_config(..., true)``, run as the row is
+    updated), so that the commit costs no round trip more than the UPDATE's own.
+    """
     meta = model._meta
     quote = connections["default"].ops.quote_name
     unknown = unchanged - {f.name for f in meta.concrete_fields}
     if unknown:
         raise ValueError(f"{model.__name__} has no field {sorted(unknown)[0]!r}")
     changed = [f for f in meta.concrete_fields if not f.primary_key and f.name not in unchanged]
-    update = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608
+    update = "UPDATE {} SET {}{} WHERE {} = %s".format(  # noqa: S608
         quote(meta.db_table),
         ", ".join(f"{quote(f.column)} = %s" for f in changed),
+        ""
+        if wait_for_disk
+        else (" FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush"),
         quote(meta.pk.column),
     )
     return update, changed

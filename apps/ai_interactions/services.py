@@ -556,8 +556,16 @@ _BUILT_FIELDS = frozenset(
 
 def _write(interaction: AIInteraction, unchanged: frozenset[str] = frozenset()) -> None:
     """Save the row, new or not, as ``interaction.save()`` would, in one statement
-    (:func:`contextos.db.row_insert`: no receiver listens to interactions' saves)."""
-    if interaction._state.adding or not row_update(interaction, unchanged=unchanged):
+    (:func:`contextos.db.row_insert`: no receiver listens to interactions' saves).
+
+    An outcome written over the row saved as running (``unchanged`` named) commits
+    without waiting for the disk's flush, unless ``DATABASE_SYNCHRONOUS_COMMIT`` says
+    how every commit is made: that row, on disk before the provider answered, already
+    keeps the call and its reservation (see ``docs/decisions.md``)."""
+    wait_for_disk = not unchanged or bool(settings.DATABASE_SYNCHRONOUS_COMMIT)
+    if interaction._state.adding or not row_update(
+        interaction, unchanged=unchanged, wait_for_disk=wait_for_disk
+    ):
         row_insert(interaction)
 
 

@@ -138,8 +138,11 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
     # PostgreSQL itself can forget the last fraction of a second of them (it
     # never corrupts): a task left "running" by that is failed, or run again if
     # its type is idempotent, by the stuck-task reaper. Web processes keep the
-    # server's default, so a request answered 2xx is on disk.
+    # server's default, so a request answered 2xx is on disk; the outcome of a
+    # budgeted gateway call, written over its row saved as running (on disk before
+    # the provider answered), commits without the flush unless this is set.
     _synchronous_commit = env.str("DATABASE_SYNCHRONOUS_COMMIT", default="")
+    DATABASE_SYNCHRONOUS_COMMIT = _synchronous_commit
     if _synchronous_commit:
         if _synchronous_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
             raise ImproperlyConfigured(

@@ -107,6 +107,43 @@ def test_a_budgeted_call_holds_its_reservation_in_the_database_while_its_provide
     assert spend_usd(scope, with_reserved=True) == row.cost_usd > 0
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("limits", "configured", "flushed"),
+    [
+        ({"budget_usd": Decimal(10)}, "", False),  # the running row is on disk already
+        ({"rpm_limit": 100}, "", True),  # no running row: the outcome is the call's only record
+        ({"budget_usd": Decimal(10)}, "on", True),  # DATABASE_SYNCHRONOUS_COMMIT decides
+    ],
+    ids=["budgeted", "unbudgeted", "configured"],
+)
+def test_only_an_outcome_over_a_row_already_on_disk_commits_without_waiting_for_the_flush(
+    client_for, user, upstream, settings, limits, configured, flushed
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.DATABASE_SYNCHRONOUS_COMMIT = configured
+    key, raw = limited_key(user, **limits)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = chat(client_for(raw), "an answer worth keeping")
+
+    assert response.status_code == 200, response.content
+    table = AIInteraction._meta.db_table
+    (write,) = [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith((f'INSERT INTO "{table}"', f'UPDATE "{table}"'))
+    ]
+    assert ("synchronous_commit" not in write) is flushed
+    # Seen at once by every reader, as any committed change: the outcome is there.
+    (row,) = AIInteraction.objects.filter(api_key=key)
+    assert row.status == InteractionStatus.SUCCEEDED
+    assert row.response == response.json()["choices"][0]["message"]["content"]
+    assert row.reserved_usd == 0
+
+
 class RoundTrips:
     """What is sent to Redis, one list of commands per round trip (a command, or a
     pipeline); scripts by name, and marked ``sent`` when sent with their reply left to

@@ -123,6 +123,53 @@ def test_updating_a_row_that_is_gone_writes_nothing(user):
     assert not AIInteraction.objects.exists()
 
 
+def synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_update_that_need_not_wait_for_the_disk_writes_the_row_and_no_setting_outlives_it(user):
+    row = interaction(user, None)
+    row_insert(row)
+    row.status, row.response, row.output_tokens = "succeeded", "an answer", 3
+    row.reserved_usd = Decimal(0)
+
+    assert row_update(row, unchanged=frozenset({"prompt"}), wait_for_disk=False) is True
+
+    kept = stored(row.pk)
+    assert (kept["status"], kept["response"], kept["output_tokens"]) == (
+        "succeeded",
+        "an answer",
+        3,
+    )
+    assert kept["reserved_usd"] == 0
+    assert synchronous_commit() == "on"  # the next statements on the connection wait again
+    AIInteraction.objects.filter(pk=row.pk).delete()
+    assert row_update(row, wait_for_disk=False) is False
+
+
+@pytest.mark.django_db
+def test_an_update_that_need_not_wait_turns_the_flush_off_for_its_own_transaction_only(user):
+    """The statement sets ``synchronous_commit`` off for the transaction it commits; in a
+    caller's transaction (this test's) ``row_update`` leaves the caller's commit alone."""
+    from contextos.db import _update_statement
+
+    row = interaction(user, None)
+    row_insert(row)
+    row.status = "succeeded"
+    assert row_update(row, wait_for_disk=False) is True
+    assert synchronous_commit() == "on"
+
+    sql, fields = _update_statement(AIInteraction, frozenset(), False)
+    values = [f.get_db_prep_save(f.pre_save(row, False), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, row.pk])
+        assert cursor.rowcount == 1
+    assert synchronous_commit() == "off"  # until this transaction ends
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_write_aside_runs_on_a_writer_thread_or_at_once_when_every_writer_is_busy():
     release = threading.Event()
