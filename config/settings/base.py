@@ -122,6 +122,8 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'contextos.sqlite3'}")
 }
 _db = DATABASES["default"]
+# PostgreSQL's synchronous_commit for every commit of this process, when set (below).
+DATABASE_SYNCHRONOUS_COMMIT = env.str("DATABASE_SYNCHRONOUS_COMMIT", default="")
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"]["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=2)
@@ -141,8 +143,7 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
     # server's default, so a request answered 2xx is on disk; the outcome of a
     # budgeted gateway call, written over its row saved as running (on disk before
     # the provider answered), commits without the flush unless this is set.
-    _synchronous_commit = env.str("DATABASE_SYNCHRONOUS_COMMIT", default="")
-    DATABASE_SYNCHRONOUS_COMMIT = _synchronous_commit
+    _synchronous_commit = DATABASE_SYNCHRONOUS_COMMIT
     if _synchronous_commit:
         if _synchronous_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
             raise ImproperlyConfigured(
