@@ -6,7 +6,8 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.governance.admission import spend_usd
@@ -120,9 +121,6 @@ def test_a_budgeted_call_holds_its_reservation_in_the_database_while_its_provide
 def test_only_an_outcome_over_a_row_already_on_disk_commits_without_waiting_for_the_flush(
     client_for, user, upstream, settings, limits, configured, flushed
 ):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     settings.DATABASE_SYNCHRONOUS_COMMIT = configured
     key, raw = limited_key(user, **limits)
 

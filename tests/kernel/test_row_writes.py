@@ -16,7 +16,13 @@ from django.test.utils import CaptureQueriesContext
 from apps.accounts.services import api_key_create
 from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
-from contextos.db import row_insert, row_insert_in_turn, row_update, written_aside
+from contextos.db import (
+    _update_statement,
+    row_insert,
+    row_insert_in_turn,
+    row_update,
+    written_aside,
+)
 
 
 def interaction(user, api_key, **fields) -> AIInteraction:
@@ -154,8 +160,6 @@ def test_an_update_that_need_not_wait_for_the_disk_writes_the_row_and_no_setting
 def test_an_update_that_need_not_wait_turns_the_flush_off_for_its_own_transaction_only(user):
     """The statement sets ``synchronous_commit`` off for the transaction it commits; in a
     caller's transaction (this test's) ``row_update`` leaves the caller's commit alone."""
-    from contextos.db import _update_statement
-
     row = interaction(user, None)
     row_insert(row)
     row.status = "succeeded"
