@@ -70,7 +70,10 @@ def test_sleep_reports_climbing_progress_then_succeeds(start_worker, api_client)
     assert final["started_at"]
     assert final["finished_at"]
     celery_task_id = Task.objects.get(pk=task_id).celery_task_id
-    assert TaskResult.objects.filter(task_id=celery_task_id, status="SUCCESS").exists()
+    # Celery stores its result once the task's body has returned, just after the task's
+    # own row says succeeded: a moment later.
+    result = TaskResult.objects.filter(task_id=celery_task_id, status="SUCCESS")
+    wait_for(result.exists, timeout=5, message="Celery's result row")
 
 
 def test_failure_then_retry(start_worker, api_client):
@@ -163,7 +166,9 @@ def test_worker_killed_mid_task_the_task_completes_exactly_once(start_worker, ap
     assert final["result"] == {"effects": 1}
     assert cache.get(effect_key(task_id)) == 1
     celery_task_id = Task.objects.get(pk=task_id).celery_task_id
-    assert TaskResult.objects.filter(task_id=celery_task_id, status="SUCCESS").count() == 1
+    result = TaskResult.objects.filter(task_id=celery_task_id, status="SUCCESS")
+    wait_for(result.exists, timeout=5, message="Celery's result row")  # see above
+    assert result.count() == 1
 
 
 def test_no_message_is_published_for_a_rolled_back_submission(start_worker, user):
