@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connections, models, router, transaction
 from psycopg_pool import ConnectionPool
 
@@ -137,7 +138,8 @@ def row_update(
     it to disk (``synchronous_commit = off`` for this statement's transaction alone):
     every reader sees it at once, as always, but a crash of PostgreSQL itself within a
     fraction of a second of the commit may forget it. Only for a row already on disk
-    that can live without this change. Inside a caller's transaction, its commit decides.
+    that can live without this change. Inside a caller's transaction, its commit
+    decides; with ``DATABASE_SYNCHRONOUS_COMMIT`` set, that setting decides every commit.
     """
     connection = _connection(obj)
     if connection.vendor != "postgresql":
@@ -145,7 +147,9 @@ def row_update(
         obj.save()  # an UPDATE, or an INSERT when the row is gone
         return True
     # Inside a caller's transaction the setting would outlive the statement: not there.
-    wait_for_disk = wait_for_disk or connection.in_atomic_block
+    wait_for_disk = (
+        wait_for_disk or connection.in_atomic_block or bool(settings.DATABASE_SYNCHRONOUS_COMMIT)
+    )
     sql, fields = _update_statement(type(obj), unchanged, wait_for_disk)
     values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
     return _execute(obj, sql, [*values, obj.pk]) == 1

@@ -554,15 +554,16 @@ _BUILT_FIELDS = frozenset(
 )
 
 
-def _write(interaction: AIInteraction, unchanged: frozenset[str] = frozenset()) -> None:
+def _write(
+    interaction: AIInteraction,
+    unchanged: frozenset[str] = frozenset(),
+    *,
+    wait_for_disk: bool = True,
+) -> None:
     """Save the row, new or not, as ``interaction.save()`` would, in one statement
     (:func:`contextos.db.row_insert`: no receiver listens to interactions' saves).
-
-    An outcome written over the row saved as running (``unchanged`` named) commits
-    without waiting for the disk's flush, unless ``DATABASE_SYNCHRONOUS_COMMIT`` says
-    how every commit is made: that row, on disk before the provider answered, already
-    keeps the call and its reservation (see ``docs/decisions.md``)."""
-    wait_for_disk = not unchanged or bool(settings.DATABASE_SYNCHRONOUS_COMMIT)
+    ``wait_for_disk=False``: an update over a row already on disk need not wait for
+    its commit's flush (:func:`contextos.db.row_update`); an INSERT always does."""
     if interaction._state.adding or not row_update(
         interaction, unchanged=unchanged, wait_for_disk=wait_for_disk
     ):
@@ -573,18 +574,22 @@ def _save(interaction: AIInteraction, *, counted: bool = True) -> None:
     if interaction.status != InteractionStatus.RUNNING:
         interaction.reserved_usd = Decimal(0)
     unchanged: frozenset[str] = frozenset()
+    on_disk = False  # the row saved as running, which keeps the call and its reservation
     with stage("record"):
         if (announced := interaction.announced) is not None:
             interaction.announced = None
             try:
                 interaction.created_at = announced.result().created_at
                 interaction._state.adding = False  # the row is there: an UPDATE
-                unchanged = _BUILT_FIELDS
+                unchanged, on_disk = _BUILT_FIELDS, True
             except Exception as error:  # the outcome is written whole instead (an INSERT)
                 logger.warning(
                     "Interaction %s was not saved as running (%s)", interaction.pk, error
                 )
-        _write(interaction, unchanged)
+        # Over a row on disk, the outcome's commit need not wait for the flush
+        # (docs/decisions.md, sixth pass): a crash of PostgreSQL may forget the outcome,
+        # never the call.
+        _write(interaction, unchanged, wait_for_disk=not on_disk)
     if counted:  # once the response is out: /metrics need not hold the client
         after_response(partial(metrics.interaction_finished, interaction))
 

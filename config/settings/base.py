@@ -143,14 +143,19 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
     # server's default, so a request answered 2xx is on disk; the outcome of a
     # budgeted gateway call, written over its row saved as running (on disk before
     # the provider answered), commits without the flush unless this is set.
-    _synchronous_commit = DATABASE_SYNCHRONOUS_COMMIT
-    if _synchronous_commit:
-        if _synchronous_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
+    if DATABASE_SYNCHRONOUS_COMMIT:
+        if DATABASE_SYNCHRONOUS_COMMIT not in {
+            "on",
+            "off",
+            "local",
+            "remote_write",
+            "remote_apply",
+        }:
             raise ImproperlyConfigured(
-                f"DATABASE_SYNCHRONOUS_COMMIT={_synchronous_commit!r}: "
+                f"DATABASE_SYNCHRONOUS_COMMIT={DATABASE_SYNCHRONOUS_COMMIT!r}: "
                 "use on, off, local, remote_write or remote_apply."
             )
-        _db["OPTIONS"]["options"] = f"-c synchronous_commit={_synchronous_commit}"
+        _db["OPTIONS"]["options"] = f"-c synchronous_commit={DATABASE_SYNCHRONOUS_COMMIT}"
     if env.bool("DATABASE_POOL", default=True):
         # One psycopg pool per process: connections are shared by the threads
         # of a process (request thread, readiness checks) instead of being
