@@ -236,8 +236,12 @@ def _named_param(details: Any) -> str | None:
     return param if isinstance(param, str) else None
 
 
+# The gateway's paths: OpenAI's and Anthropic's protocols, JSON to API keys alone.
+GATEWAY_PATH_PREFIX = "/v1/"
+
+
 def is_openai_path(request: HttpRequest) -> bool:
-    return request.path.startswith("/v1/")
+    return request.path.startswith(GATEWAY_PATH_PREFIX)
 
 
 def openai_error_body(

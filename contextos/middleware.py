@@ -1,16 +1,21 @@
 """Request-scoped middleware: HTTP metrics, work after the response, the request id and the
-request body size limit."""
+request body size limit; and the pages' middleware, which the gateway's requests skip."""
 
 import time
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from csp.middleware import CSPMiddleware
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 from contextos import after_response, timing
 from contextos.context import request_id_var, sanitize_request_id
-from contextos.exceptions import plain_error_response
+from contextos.exceptions import GATEWAY_PATH_PREFIX, plain_error_response
 from contextos.metrics import observe_request
 
 GetResponse = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
@@ -146,3 +151,45 @@ class RequestSizeLimitMiddleware(_SyncAndAsyncMiddleware):
                 413,
             )
         return None
+
+
+# --- The pages' middleware ------------------------------------------------------------
+# The admin, the docs and the browsable API need sessions, logins, messages, a Content-
+# Security-Policy and static files. The gateway's paths (``/v1/``) answer JSON to API keys
+# alone and use none of it, and on the hot path a request paid for each of these layers
+# (docs/decisions.md, seventh pass). Each class below is the library's own, through
+# which a gateway request passes straight on; every other request is served by it as
+# before. The host check (CommonMiddleware), CSRF, the security headers (X-Frame-Options
+# included), CORS and django-axes stay on every path, where Django's deploy checks look
+# for them.
+
+
+class _PagesOnly:
+    """Mixed in before a middleware class: a gateway request goes straight to the next."""
+
+    get_response: GetResponse
+
+    def __call__(self, request: HttpRequest):
+        if request.path_info.startswith(GATEWAY_PATH_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class PagesCSPMiddleware(_PagesOnly, CSPMiddleware):
+    pass
+
+
+class PagesStaticFilesMiddleware(_PagesOnly, WhiteNoiseMiddleware):
+    pass
+
+
+class PagesSessionMiddleware(_PagesOnly, SessionMiddleware):
+    pass
+
+
+class PagesAuthenticationMiddleware(_PagesOnly, AuthenticationMiddleware):
+    pass
+
+
+class PagesMessageMiddleware(_PagesOnly, MessageMiddleware):
+    pass

@@ -8,9 +8,12 @@ from typing import Any
 
 from django.db import connections
 from django.http import StreamingHttpResponse
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
-from apps.accounts.authentication import request_api_key
+from apps.accounts.authentication import APIKeyAuthentication, request_api_key
 from apps.ai_interactions.catalog import UnknownModel
 from apps.ai_interactions.models import AIInteraction, InteractionMode
 from apps.ai_interactions.providers.base import Message
@@ -18,6 +21,25 @@ from apps.ai_interactions.services import Chunks, interaction_create, interactio
 from contextos.exceptions import NotFound, ValidationFailed
 from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 from contextos.streams import HeldStream, open_streams
+
+
+class _JSONAlways(DefaultContentNegotiation):
+    """The gateway answers JSON (or events) whatever ``Accept`` says, as its protocols do."""
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class GatewayView(APIView):
+    """A view of the gateway's protocols (``/v1/``): an API key is the one way in (its paths
+    skip the pages' middleware, sessions included: :mod:`contextos.middleware`), and the
+    answer is JSON."""
+
+    authentication_classes = [APIKeyAuthentication]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JSONAlways
 
 
 @contextmanager

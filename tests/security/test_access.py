@@ -201,11 +201,26 @@ def test_session_login_reads_the_api(session_client):
     assert session_client.get("/api/v1/tasks/").status_code == 200
 
 
-@pytest.mark.parametrize("op", UNSAFE, ids=labels(UNSAFE))
+# The gateway's protocols (/v1/) take API keys alone; the REST API also a staff login.
+GATEWAY = [op for op in PROTECTED if op.path.startswith("/v1/")]
+SESSION_WRITES = [op for op in UNSAFE if op not in GATEWAY]
+
+
+@pytest.mark.parametrize("op", SESSION_WRITES, ids=labels(SESSION_WRITES))
 def test_session_writes_without_csrf_token_are_refused(op, session_client):
     response = op.call(session_client)
     assert response.status_code == 403, response.content
     assert "CSRF" in response.content.decode()
+
+
+@pytest.mark.parametrize("op", GATEWAY, ids=labels(GATEWAY))
+def test_a_login_session_is_no_way_into_the_gateway(op, session_client):
+    """OpenAI's and Anthropic's protocols authenticate by key: a browser logged in to
+    the admin is refused there (401 in the protocol's shape) and given no cookie."""
+    response = op.call(session_client)
+    assert response.status_code == 401, response.content
+    assert error_code(response) == "not_authenticated"
+    assert not response.cookies
 
 
 def test_session_write_with_csrf_token_is_accepted(session_client):

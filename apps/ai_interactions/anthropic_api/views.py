@@ -16,7 +16,6 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.ai_interactions.anthropic_api.serializers import (
     AnthropicErrorSchema,
@@ -26,6 +25,7 @@ from apps.ai_interactions.anthropic_api.serializers import (
 )
 from apps.ai_interactions.gateway import (
     GatewayCall,
+    GatewayView,
     checked_body,
     gateway_answer,
     gateway_streamed,
@@ -499,7 +499,7 @@ def _events(interaction: AIInteraction, chunks: Chunks, model: str) -> Iterator[
         connections.close_all()
 
 
-class MessagesView(APIView):
+class MessagesView(GatewayView):
     @extend_schema(
         summary="Anthropic-compatible messages",
         description=(

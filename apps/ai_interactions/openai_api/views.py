@@ -16,12 +16,12 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.accounts.authentication import request_api_key
 from apps.ai_interactions.catalog import model_list_for
 from apps.ai_interactions.gateway import (
     GatewayCall,
+    GatewayView,
     checked_body,
     gateway_answer,
     gateway_streamed,
@@ -237,7 +237,7 @@ def _events(interaction: AIInteraction, chunks: Chunks, include_usage: bool) -> 
     yield _sse("[DONE]")
 
 
-class ChatCompletionsView(APIView):
+class ChatCompletionsView(GatewayView):
     @extend_schema(
         summary="OpenAI-compatible chat completions",
         description=(
@@ -290,7 +290,7 @@ def _checked_input(value: Any) -> None:
         raise ValidationFailed("'input' must not hold an empty string.")
 
 
-class EmbeddingsView(APIView):
+class EmbeddingsView(GatewayView):
     @extend_schema(
         summary="OpenAI-compatible embeddings",
         request=EmbeddingRequestSchema,
@@ -327,7 +327,7 @@ class EmbeddingsView(APIView):
         )
 
 
-class ModelsView(APIView):
+class ModelsView(GatewayView):
     @extend_schema(
         summary="OpenAI-compatible model list",
         responses={200: ModelListSchema, **error_responses(401, serializer=OpenAIErrorSchema)},
