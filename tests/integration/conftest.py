@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,17 +259,45 @@ def start_web(static_root, tmp_path, transactional_db) -> Iterator:
 
 def admin_log_in(base_url: str, username: str, password: str) -> tuple[str, str]:
     """Log in through the admin's form, as a browser does; the page it lands on (URL, HTML)."""
-    import http.cookiejar
-    import re
-    import urllib.parse
+    with _admin_form_sent(_browser(), base_url, username, password) as page:
+        return page.url, page.read().decode()
+
+
+def admin_session(base_url: str, username: str, password: str) -> tuple[Any, str]:
+    """A browser logged in through the admin's form, and where the form sends it (its
+    ``Location``), not opened yet: a page's own time can then be measured apart from the
+    login's (the password's hashing)."""
+    import urllib.error
     import urllib.request
 
-    browser = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    browser = _browser(Stay())
+    try:
+        _admin_form_sent(browser, base_url, username, password).close()
+    except urllib.error.HTTPError as answer:
+        if answer.code != 302:
+            raise
+        return browser, answer.headers["Location"]
+    raise AssertionError("the admin's login form did not redirect: wrong credentials?")
+
+
+def _browser(*handlers: Any) -> Any:
+    import http.cookiejar
+    import urllib.request
+
+    cookies = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    return urllib.request.build_opener(cookies, *handlers)
+
+
+def _admin_form_sent(browser: Any, base_url: str, username: str, password: str) -> Any:
+    import re
+    import urllib.parse
+
     login = f"{base_url}/admin/login/?next=/admin/"
     form = browser.open(login, timeout=10).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
     fields = {"username": username, "password": password, "csrfmiddlewaretoken": token}
-    with browser.open(login, urllib.parse.urlencode(fields).encode(), timeout=10) as page:
-        return page.url, page.read().decode()
+    return browser.open(login, urllib.parse.urlencode(fields).encode(), timeout=10)
