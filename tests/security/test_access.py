@@ -15,6 +15,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.registry import task_types
+from contextos.exceptions import GATEWAY_PATH_PREFIX
 from tests.factories import InteractionFactory, TaskFactory, UserFactory
 from tests.security.routes import Operation, operations
 
@@ -35,7 +36,7 @@ def labels(ops: list[Operation]) -> list[str]:
 def error_code(response) -> str:
     """The machine-readable code of an error, in the shape its path uses."""
     body = response.json()
-    if response.wsgi_request.path.startswith("/v1/"):
+    if response.wsgi_request.path.startswith(GATEWAY_PATH_PREFIX):
         return body["error"]["code"]
     assert set(body) == {"error", "code", "details", "request_id"}, body
     return body["code"]
@@ -202,7 +203,7 @@ def test_session_login_reads_the_api(session_client):
 
 
 # The gateway's protocols (/v1/) take API keys alone; the REST API also a staff login.
-GATEWAY = [op for op in PROTECTED if op.path.startswith("/v1/")]
+GATEWAY = [op for op in PROTECTED if op.path.startswith(GATEWAY_PATH_PREFIX)]
 SESSION_WRITES = [op for op in UNSAFE if op not in GATEWAY]
 
 

@@ -49,7 +49,18 @@ def test_swagger_ui_gets_its_start_script_from_this_host(anon_client):
     assert "SwaggerUIBundle" in script.content.decode()
 
 
-def test_api_answers_carry_no_page_policy(api_client):
-    response = api_client.get("/api/v1/tasks/")
+@pytest.mark.parametrize("path", ["/api/v1/tasks/", "/v1/models"])
+def test_api_answers_carry_no_page_policy(api_client, path):
+    response = api_client.get(path)
     assert response.status_code == 200
     assert "Content-Security-Policy" not in response
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml"])
+def test_the_gateway_answers_json_whatever_the_client_accepts(api_client, accept):
+    """OpenAI's and Anthropic's protocols speak JSON: a browser's ``Accept`` gets JSON on
+    ``/v1`` (the browsable API's HTML is for the REST API), and no 406."""
+    response = api_client.get("/v1/models", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["object"] == "list"
