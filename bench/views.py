@@ -5,12 +5,13 @@ import json
 import os
 import uuid
 
-import urllib3
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from urllib3.connectionpool import HTTPConnectionPool, connection_from_url
+from urllib3.util import parse_url
 
 from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
@@ -105,8 +106,11 @@ class BareCacheInsertView(APIView):
 
 
 @functools.cache
-def _upstream() -> urllib3.PoolManager:
-    return urllib3.PoolManager(maxsize=32)  # made in the worker process, after the fork
+def _upstream() -> tuple[HTTPConnectionPool, str]:
+    # Made in the worker process, after the fork; the upstream's own pool, as the
+    # gateway's provider keeps it.
+    url = os.environ["BENCH_UPSTREAM_URL"]
+    return connection_from_url(url, maxsize=32), (parse_url(url).path or "").rstrip("/")
 
 
 class BareProxyView(APIView):
@@ -117,9 +121,10 @@ class BareProxyView(APIView):
 
     def post(self, request: Request) -> Response:
         with stage("provider"):
-            answer = _upstream().request(
+            pool, prefix = _upstream()
+            answer = pool.urlopen(
                 "POST",
-                f"{os.environ['BENCH_UPSTREAM_URL']}/chat/completions",
+                f"{prefix}/chat/completions",
                 body=json.dumps(request.data).encode(),
                 headers={"Content-Type": "application/json", "Authorization": "Bearer bench"},
             )
