@@ -112,9 +112,10 @@ def report(sides: list[Side], kinds: list[str], direct: dict[str, list[float]]) 
         added = {}
         for side in sides:
             added[side.name] = statistics.median(side.ms[kind]) - upstream
+            p99 = statistics.quantiles(side.ms[kind], n=100)[98] - upstream
             stages = run.Stages.of(kind, side.stages[kind], upstream)
             breakdown = ", ".join(f"{name} {ms:.2f}" for name, ms in stages.medians.items())
-            print(f"  {side.name}: {added[side.name]:.2f}  ({breakdown})")
+            print(f"  {side.name}: {added[side.name]:.2f}, p99 {p99:.2f}  ({breakdown})")
         print(f"  B - A: {added['B'] - added['A']:+.2f}")
 
 
