@@ -241,7 +241,8 @@ GATEWAY_PATH_PREFIX = "/v1/"
 
 
 def is_openai_path(request: HttpRequest) -> bool:
-    return request.path.startswith(GATEWAY_PATH_PREFIX)
+    # The path below the app's own prefix (SCRIPT_NAME), as URLs are resolved.
+    return request.path_info.startswith(GATEWAY_PATH_PREFIX)
 
 
 def openai_error_body(
@@ -263,7 +264,8 @@ def openai_error_body(
 def is_anthropic_path(request: HttpRequest) -> bool:
     """``/v1/messages`` (and below it): Anthropic's Messages API, whose clients read
     Anthropic's error shape."""
-    return request.path == "/v1/messages" or request.path.startswith("/v1/messages/")
+    path = request.path_info
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
 
 
 # Anthropic's error type for each status; other 4xx are invalid requests, other 5xx api errors.

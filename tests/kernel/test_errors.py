@@ -127,6 +127,20 @@ def test_openai_paths_use_openai_error_shape():
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_the_gateways_error_shapes_hold_when_served_below_a_path_prefix():
+    # Behind a proxy that serves the app at /gateway (SCRIPT_NAME), the gateway's own
+    # paths are still /v1/...: its clients still read their protocol's error shape.
+    client = Client(SCRIPT_NAME="/gateway")
+    openai = client.get("/v1/models")
+    assert openai.status_code == 401
+    assert set(openai.json()["error"]) == {"message", "type", "param", "code"}
+    assert openai.json()["error"]["type"] == "authentication_error"
+    anthropic = client.post("/v1/messages", {}, content_type="application/json")
+    assert anthropic.status_code == 401
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "authentication_error"
+
+
 def test_errors_are_json_even_when_a_browser_asks_for_html(client, staff_user):
     client.force_login(staff_user)
     page = client.get(ECHO, HTTP_ACCEPT="text/html")
