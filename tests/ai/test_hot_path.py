@@ -6,8 +6,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
-from django.test.utils import CaptureQueriesContext
+from django.db import connections
 
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.governance.admission import spend_usd
@@ -17,6 +16,7 @@ from contextos.timing import STAGES
 from tests.fakes import Reply
 from tests.governance.test_enforcement import chat, limited_key, route_to
 from tests.routes import deploy
+from tests.sql import statements_sent
 
 
 def stages_of(response) -> dict[str, float]:
@@ -124,15 +124,13 @@ def test_only_an_outcome_over_a_row_already_on_disk_commits_without_waiting_for_
     settings.DATABASE_SYNCHRONOUS_COMMIT = configured
     key, raw = limited_key(user, **limits)
 
-    with CaptureQueriesContext(connection) as queries:
+    with statements_sent() as statements:
         response = chat(client_for(raw), "an answer worth keeping")
 
     assert response.status_code == 200, response.content
     table = AIInteraction._meta.db_table
     (write,) = [
-        q["sql"]
-        for q in queries
-        if q["sql"].startswith((f'INSERT INTO "{table}"', f'UPDATE "{table}"'))
+        sql for sql in statements if sql.startswith((f'INSERT INTO "{table}"', f'UPDATE "{table}"'))
     ]
     assert ("synchronous_commit" not in write) is flushed
     # Seen at once by every reader, as any committed change: the outcome is there.

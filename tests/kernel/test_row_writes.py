@@ -23,6 +23,7 @@ from contextos.db import (
     row_update,
     written_aside,
 )
+from tests.sql import statements_sent
 
 
 def interaction(user, api_key, **fields) -> AIInteraction:
@@ -108,13 +109,13 @@ def test_an_update_leaves_the_columns_named_unchanged_as_the_row_holds_them(user
     row.status, row.response = "succeeded", "an answer"
     row.prompt, row.params = "not sent", {"not": "sent"}
 
-    with CaptureQueriesContext(connection) as queries:
+    with statements_sent() as statements:
         assert row_update(row, unchanged=frozenset({"prompt", "params"})) is True
 
     kept = stored(row.pk)
     assert (kept["status"], kept["response"]) == ("succeeded", "an answer")
     assert (kept["prompt"], kept["params"]) == ("héllo \u2603", interaction(user, None).params)
-    assert '"prompt"' not in queries[0]["sql"].split("WHERE")[0]
+    assert '"prompt"' not in statements[0].split("WHERE")[0]
     with pytest.raises(ValueError, match="no field 'promt'"):
         row_update(row, unchanged=frozenset({"promt"}))
 
