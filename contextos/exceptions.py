@@ -188,7 +188,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         response.data = anthropic_error_body(
             response.data["error"], response.data["code"], response.status_code
         )
-    elif request is not None and is_openai_path(request):
+    elif request is not None and is_gateway_path(request):
         response.data = openai_error_body(
             response.data["error"],
             response.data["code"],
@@ -240,8 +240,10 @@ def _named_param(details: Any) -> str | None:
 GATEWAY_PATH_PREFIX = "/v1/"
 
 
-def is_openai_path(request: HttpRequest) -> bool:
-    # The path below the app's own prefix (SCRIPT_NAME), as URLs are resolved.
+def is_gateway_path(request: HttpRequest) -> bool:
+    """Whether ``request`` is one of the gateway's (``/v1/``: OpenAI's error shape unless
+    Anthropic's path, no pages' middleware), by its path below the app's own prefix
+    (``SCRIPT_NAME``), as URLs are resolved."""
     return request.path_info.startswith(GATEWAY_PATH_PREFIX)
 
 
@@ -304,6 +306,6 @@ def plain_error_response(
     """An error for code outside DRF views, in the shape the request's path expects."""
     if is_anthropic_path(request):
         return JsonResponse(anthropic_error_body(message, code, status_code), status=status_code)
-    if is_openai_path(request):
+    if is_gateway_path(request):
         return openai_error_response(message, code, status_code)
     return error_json_response(message, code, status_code)

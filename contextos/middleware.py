@@ -15,7 +15,7 @@ from whitenoise.middleware import WhiteNoiseMiddleware
 
 from contextos import after_response, timing
 from contextos.context import request_id_var, sanitize_request_id
-from contextos.exceptions import GATEWAY_PATH_PREFIX, plain_error_response
+from contextos.exceptions import is_gateway_path, plain_error_response
 from contextos.metrics import observe_request
 
 GetResponse = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
@@ -170,7 +170,7 @@ class _PagesOnly:
     get_response: GetResponse
 
     def __call__(self, request: HttpRequest):
-        if request.path_info.startswith(GATEWAY_PATH_PREFIX):
+        if is_gateway_path(request):
             return self.get_response(request)
         return super().__call__(request)  # type: ignore[misc]
 

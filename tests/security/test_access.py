@@ -15,7 +15,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.ai_interactions.models import AIInteraction, InteractionStatus
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.registry import task_types
-from contextos.exceptions import GATEWAY_PATH_PREFIX
+from contextos.exceptions import GATEWAY_PATH_PREFIX, is_gateway_path
 from tests.factories import InteractionFactory, TaskFactory, UserFactory
 from tests.security.routes import Operation, operations
 
@@ -36,7 +36,7 @@ def labels(ops: list[Operation]) -> list[str]:
 def error_code(response) -> str:
     """The machine-readable code of an error, in the shape its path uses."""
     body = response.json()
-    if response.wsgi_request.path.startswith(GATEWAY_PATH_PREFIX):
+    if is_gateway_path(response.wsgi_request):
         return body["error"]["code"]
     assert set(body) == {"error", "code", "details", "request_id"}, body
     return body["code"]
