@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.conf import settings
 from rest_framework.exceptions import Throttled
@@ -27,6 +27,16 @@ def client_address(request: HttpRequest | Request) -> str:
     admin login lockout.
     """
     return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+class Window(NamedTuple):
+    """A key's current rate-limit window: its counter (unprefixed), the counter's
+    lifetime, the requests it allows and the seconds until it ends."""
+
+    counter: str
+    lifetime: int
+    limit: int
+    ends_in: float
 
 
 class APIKeyRateThrottle(SimpleRateThrottle):
@@ -58,6 +68,8 @@ class APIKeyRateThrottle(SimpleRateThrottle):
     def allow_request(self, request: Request, view: APIView) -> bool:
         if self.rate is None:
             return True
+        if getattr(request.auth, "confirmation", None) is not None:
+            return True  # a key taken on trust: counted as it is confirmed (key_cache)
         now = time.time()
         window = int(now // self.duration)
         self.now = now
@@ -88,15 +100,20 @@ class APIKeyRateThrottle(SimpleRateThrottle):
             return None
 
     @staticmethod
-    def window_of_key(digest: str, now: float) -> tuple[str, int] | None:
-        """The counter (unprefixed) and lifetime of a key's current window, for counting
-        the request in the round trip that reads the key (:mod:`apps.accounts.key_cache`)."""
+    def window_of_key(digest: str, now: float) -> Window | None:
+        """A key's current window, for counting the request in the round trip that reads
+        the key, or confirms it (:mod:`apps.accounts.key_cache`)."""
         rate = settings.API_RATE_LIMIT
         if not rate:
             return None
-        _, duration = SimpleRateThrottle.parse_rate(None, rate)
+        limit, duration = SimpleRateThrottle.parse_rate(None, rate)
         window = int(now // duration)
-        return f"throttle:{APIKeyRateThrottle.scope}:key:{digest}:{window}", duration + 1
+        return Window(
+            counter=f"throttle:{APIKeyRateThrottle.scope}:key:{digest}:{window}",
+            lifetime=duration + 1,
+            limit=limit,
+            ends_in=(window + 1) * duration - now,
+        )
 
     def wait(self) -> float:
         return max(self.window_ends_at - self.now, 1.0)

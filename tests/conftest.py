@@ -120,8 +120,10 @@ def _clear_cache():
     """Each test starts with an empty cache (throttle counters included)."""
     from django.core.cache import cache
 
+    from apps.accounts.key_cache import known_keys_clear
+
     cache.clear()
-    return
+    known_keys_clear()
 
 
 @pytest.fixture(autouse=True)

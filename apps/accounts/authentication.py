@@ -12,15 +12,22 @@ from contextos.timing import stage
 
 
 class APIKeyAuthentication(authentication.BaseAuthentication):
-    """The ``Authorization`` header when there is one, else ``x-api-key``."""
+    """The ``Authorization`` header when there is one, else ``x-api-key``.
+
+    A view whose every answer passes through the admission of its call (``key_on_trust``:
+    the gateway's calls) takes a key this process knows on trust; the admission's round
+    trip confirms it (:mod:`apps.accounts.key_cache`), and the view serves the request
+    again if it cannot (:class:`apps.ai_interactions.gateway.GatewayView`).
+    """
 
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[AbstractBaseUser, APIKey] | None:
+        on_trust = getattr(request.parser_context.get("view"), "key_on_trust", False)
         header = authentication.get_authorization_header(request)
         if not header:
             raw_key = request.META.get("HTTP_X_API_KEY", "").strip()
-            return self._authenticated(raw_key) if raw_key else None
+            return self._authenticated(raw_key, on_trust) if raw_key else None
         try:
             parts = header.decode("ascii").split()
         except UnicodeDecodeError:
@@ -34,12 +41,12 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Malformed Authorization header: expected 'Bearer <api key>'."
             )
-        return self._authenticated(parts[1])
+        return self._authenticated(parts[1], on_trust)
 
     @staticmethod
-    def _authenticated(raw_key: str) -> tuple[AbstractBaseUser, APIKey]:
+    def _authenticated(raw_key: str, on_trust: bool) -> tuple[AbstractBaseUser, APIKey]:
         with stage("auth"):
-            api_key = api_key_get_by_raw(raw_key=raw_key)
+            api_key = api_key_get_by_raw(raw_key=raw_key, on_trust=on_trust)
             if api_key is None or not api_key.user.is_active:
                 raise exceptions.AuthenticationFailed("Invalid API key.")
             if api_key.is_revoked:

@@ -17,8 +17,20 @@ change) can miss.
 Only Redis is used: the embedded default's cache is a table of the database,
 where reading a cached key would cost the query it saves, so keys are read
 from the database each time (and every process sees a change at once).
+
+A process also keeps the keys it has read from that cache, with a fingerprint of
+the entry (:func:`known_key`). A call of the gateway takes such a key on trust
+and confirms it in the one round trip that admits the call
+(:func:`apps.governance.admission.admit`): the entry must still be the one this
+process read, else nothing is taken and the request is served again with its key
+read afresh (:class:`KeyUnconfirmed`). The round trip that read the key is saved;
+no call reaches a provider on a key changed before it was admitted.
 """
 
+import copy
+import hashlib
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -26,13 +38,61 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
+from rest_framework.exceptions import Throttled
 
 from apps.accounts.models import APIKey
 from contextos.cache import cache_key, django_redis_client
+from contextos.throttling import Window
 
 # Longer than any request takes between reading a key and caching it.
 TOMBSTONE_SECONDS = 10
 _TOMBSTONE = "forgotten"
+
+# The keys this process has read from the cache: digest -> (until, entry, fingerprint, key).
+_known: dict[str, tuple[float, str, str, APIKey]] = {}
+_KNOWN_AT_MOST = 10_000
+
+
+class KeyUnconfirmed(Exception):
+    """A key taken on trust is no longer the one cached (changed, revoked, dropped), or
+    could not be checked: its request is to be served again, its key read afresh."""
+
+
+@dataclass
+class KeyConfirmation:
+    """What confirms a key taken on trust, in a script's round trip: its cache entry,
+    whose bytes must hash to ``fingerprint``, and the request's count against the key's
+    rate limit (``API_RATE_LIMIT``; ``limit`` -1: none)."""
+
+    digest: str
+    entry: str
+    fingerprint: str
+    counter: str
+    lifetime: int
+    limit: int
+    ends_in: float
+    confirmed: bool = False
+
+    def script_keys(self) -> list[str]:
+        return [self.entry, self.counter]
+
+    def script_args(self) -> list[object]:
+        return [self.fingerprint, self.limit, self.lifetime]
+
+    def answered(self, verdict: str) -> None:
+        """The script's verdict: ``key_changed`` (raises :class:`KeyUnconfirmed`),
+        ``throttled`` (raises DRF's :class:`Throttled`, as the throttle does), or any
+        other, which confirms the key."""
+        if verdict == "key_changed":
+            _known.pop(self.digest, None)
+            raise KeyUnconfirmed
+        self.confirmed = True
+        if verdict == "throttled":
+            raise Throttled(wait=max(self.ends_in, 1.0))
+
+    def unanswered(self, error: Exception | None) -> None:
+        """The script could not run: the key stays unconfirmed (raises)."""
+        raise KeyUnconfirmed from error
 
 
 def _enabled() -> bool:
@@ -43,18 +103,18 @@ def _key(digest: str) -> str:
     return cache_key("auth", "apikey", digest)
 
 
-def cached_key(
-    digest: str, *, count: tuple[str, int] | None = None
-) -> tuple[APIKey | None, int | None]:
+def cached_key(digest: str, *, count: Window | None = None) -> tuple[APIKey | None, int | None]:
     """The cached key (with its user) whose hash is ``digest``, or None; and, when
-    ``count`` names a rate-limit counter and its lifetime, the counter incremented in
-    the same round trip (None when it could not be)."""
+    ``count`` is the request's rate-limit window, its counter incremented in the same
+    round trip (None when it could not be).
+
+    A key read here is known to this process from then on (:func:`known_key`)."""
     if not _enabled():
         return None, None
     if count is None:
         found = cache.get(_key(digest))  # a Redis outage reads as a miss
         return (found if isinstance(found, APIKey) else None), None
-    counter, lifetime = count
+    counter, lifetime = count.counter, count.lifetime
     try:
         client = django_redis_client()
         pipe = client.get_client(write=True).pipeline(transaction=False)
@@ -65,17 +125,74 @@ def cached_key(
         found = client.decode(raw) if raw is not None else None
     except Exception:
         return cached_key(digest)[0], None  # the cache's own path, which logs the outage
-    return (found if isinstance(found, APIKey) else None), counted
+    if not isinstance(found, APIKey):
+        return None, counted
+    _know(digest, raw, found)
+    return found, counted
+
+
+def _know(digest: str, raw: bytes, api_key: APIKey) -> None:
+    """Keep ``api_key``, whose cache entry holds ``raw``, as known to this process."""
+    if len(_known) >= _KNOWN_AT_MOST:
+        _known.clear()
+    fingerprint = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+    until = time.monotonic() + settings.API_KEY_CACHE_SECONDS
+    entry = cache.make_and_validate_key(_key(digest))
+    _known[digest] = (until, entry, fingerprint, copy.copy(api_key))
+
+
+def known_key(digest: str, window: Window | None) -> APIKey | None:
+    """A copy of the key of ``digest`` as this process last read it from the cache (for at
+    most ``API_KEY_CACHE_SECONDS``), to be confirmed (its ``confirmation``); or None.
+
+    ``window`` is the request's rate-limit window, counted as the key is confirmed."""
+    known = _known.get(digest)
+    if known is None or known[0] < time.monotonic():
+        return None
+    _, entry, fingerprint, template = known
+    api_key = copy.copy(template)
+    api_key.confirmation = KeyConfirmation(
+        digest=digest,
+        entry=entry,
+        fingerprint=fingerprint,
+        # Made of a digest and numbers: a valid key, not checked again.
+        counter=cache.make_key(window.counter) if window else entry,
+        lifetime=window.lifetime if window else 0,
+        limit=window.limit if window else -1,
+        ends_in=window.ends_in if window else 0.0,
+    )
+    return api_key
+
+
+def known_keys_clear() -> None:
+    """Forget every key this process has read (tests, whose cache is emptied)."""
+    _known.clear()
 
 
 def remember(api_key: APIKey) -> None:
-    """Cache ``api_key`` (read from the database with its user), unless it just changed."""
-    if _enabled():
+    """Cache ``api_key`` (read from the database with its user), unless it just changed;
+    known to this process once cached."""
+    if not _enabled():
+        return
+    client = django_redis_client()
+    try:
+        raw = client.encode(api_key)
+        entry = cache.make_and_validate_key(_key(api_key.key_hash))
+        added = client.get_client(write=True).set(
+            entry, raw, nx=True, ex=settings.API_KEY_CACHE_SECONDS
+        )
+    except Exception:
+        # The cache's own path, which logs the outage.
         cache.add(_key(api_key.key_hash), api_key, timeout=settings.API_KEY_CACHE_SECONDS)
+        return
+    if added:
+        _know(api_key.key_hash, raw, api_key)
 
 
 def forget(digests: list[str]) -> None:
     """Drop the cached keys of ``digests``, now and (inside a transaction) when it commits."""
+    for digest in digests:
+        _known.pop(digest, None)
     if not digests or not _enabled():
         return
 
@@ -92,6 +209,7 @@ def refresh(digest: str) -> None:
 
     A tombstone stays: it keeps out copies read before a change.
     """
+    _known.pop(digest, None)
     if _enabled() and cache.get(_key(digest)) != _TOMBSTONE:
         cache.delete(_key(digest))
 

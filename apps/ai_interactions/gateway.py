@@ -11,13 +11,16 @@ from django.http import StreamingHttpResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import APIKeyAuthentication, request_api_key
+from apps.accounts.key_cache import KeyUnconfirmed
 from apps.ai_interactions.catalog import UnknownModel
 from apps.ai_interactions.models import AIInteraction, InteractionMode
 from apps.ai_interactions.providers.base import Message
 from apps.ai_interactions.services import Chunks, interaction_create, interaction_stream
+from apps.governance.admission import confirm_key
 from contextos.exceptions import NotFound, ValidationFailed
 from contextos.serializers import NULL_CHARACTER_MESSAGE, has_null_character
 from contextos.streams import HeldStream, open_streams
@@ -35,11 +38,51 @@ class _JSONAlways(DefaultContentNegotiation):
 class GatewayView(APIView):
     """A view of the gateway's protocols (``/v1/``): an API key is the one way in (its paths
     skip the pages' middleware, sessions included: :mod:`contextos.middleware`), and the
-    answer is JSON."""
+    answer is JSON.
+
+    A view whose every answer passes through its call's admission sets ``key_on_trust``: a
+    key this process has read before is taken as it was and confirmed in the admission's
+    round trip (:mod:`apps.accounts.key_cache`), or alone when the request ends before it
+    (refused, invalid). A key that cannot be confirmed has taken nothing: the request is
+    served again, its key read afresh, and answered as that key decides (401 if revoked).
+    """
 
     authentication_classes = [APIKeyAuthentication]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JSONAlways
+    key_on_trust = False
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if not isinstance(exc, KeyUnconfirmed):
+            return super().handle_exception(exc)
+        try:  # nothing was taken: the call is made again on the key as it is now
+            self._authenticated_again()
+            handler = getattr(self, self.request.method.lower(), self.http_method_not_allowed)
+            return handler(self.request, *self.args, **self.kwargs)
+        except Exception as again:
+            return super().handle_exception(again)
+
+    def finalize_response(
+        self, request: Request, response: Any, *args: Any, **kwargs: Any
+    ) -> Response:
+        confirmation = getattr(getattr(request, "_auth", None), "confirmation", None)
+        if confirmation is not None and not confirmation.confirmed:
+            # Refused before its admission: the refusal stands if the key as it is now
+            # lets the request in; else that key's refusal (401, 429) is the answer.
+            try:
+                try:
+                    confirm_key(confirmation)
+                except KeyUnconfirmed:
+                    self._authenticated_again()
+            except Exception as refusal:
+                response = super().handle_exception(refusal)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def _authenticated_again(self) -> None:
+        """Authenticate the request anew, its key read afresh, and check it in again."""
+        self.key_on_trust = False
+        del self.request._user, self.request._auth
+        self.initial(self.request, *self.args, **self.kwargs)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from concurrent.futures import Future
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -107,6 +108,9 @@ class AIInteraction(BaseModel):
     rate_limit_headers: dict[str, str] | None = None
     # The write of the row as running, while it is under way on another thread; not stored.
     announced: Future | None = None
+    # The check of an API key taken on trust, sent with the call's admission
+    # (:class:`apps.accounts.key_cache.KeyConfirmation`); not stored.
+    key_confirmation: Any = None
 
     class Meta:
         verbose_name = "AI interaction"

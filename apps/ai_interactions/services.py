@@ -159,6 +159,7 @@ def interaction_build(
         team_id=getattr(api_key, "team_id", None),
         tags=tags_of(metadata),
     )
+    interaction.key_confirmation = getattr(api_key, "confirmation", None)
     check_model(scopes_for(api_key=api_key, user=owner), route.name)  # 403 before anything
     check_fits(route, _tokens(interaction))  # too large for every deployment: a 400 now
     return interaction
@@ -380,7 +381,13 @@ def _admitted(
     try:
         with stage("limits"):
             along = [call for call in (looked, routing) if call is not None]
-            return admit(scopes, tokens=tokens, worst_cost=worst, along=along)
+            return admit(
+                scopes,
+                tokens=tokens,
+                worst_cost=worst,
+                along=along,
+                confirming=interaction.key_confirmation,
+            )
     except BaseException as refusal:
         if looked is not None:
             looked.let_go()  # the lock it may have taken: the call goes no further

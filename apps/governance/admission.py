@@ -16,6 +16,10 @@ interactions in PostgreSQL before the call is admitted. With Redis down,
 ``GOVERNANCE_FAIL_MODE`` decides: ``closed`` refuses calls that need a budget or
 TPM check (503), ``open`` lets them through and logs it; RPM and parallel limits
 alone let a call through, as the throttle does.
+
+An API key taken on trust (:mod:`apps.accounts.key_cache`) is confirmed first, in the
+same script: its cached entry unchanged and the request counted for the key's rate
+limit, or nothing is taken.
 """
 
 import logging
@@ -31,6 +35,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q, Sum
 
+from apps.accounts.key_cache import KeyConfirmation
 from apps.governance.limits import NANO, Scope
 from contextos.after_response import after_response
 from contextos.cache import ScriptCall, redis_client, script_sent, scripts_in_one_round_trip
@@ -39,8 +44,13 @@ from contextos.exceptions import AppError
 logger = logging.getLogger(__name__)
 
 _KEYS_PER_SCOPE = 6
+# The script's first keys and its arguments 7-9 when no API key is to be confirmed.
+_NO_KEY: tuple[list[str], list[object]] = (["", ""], ["", -1, 0])
 _ARGS_PER_SCOPE = 5
 
+# KEYS[1], KEYS[2], ARGV[7..9]: an API key taken on trust (ARGV[7] '' when none): its
+# cache entry must hash to ARGV[7], and the request is counted at KEYS[2] against
+# ARGV[8] (-1: no rate limit) with a lifetime of ARGV[9] s, before anything is taken.
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
@@ -48,9 +58,21 @@ local expires = tonumber(ARGV[3])
 local tokens = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
 local keep = tonumber(ARGV[6])
+if ARGV[7] ~= '' then
+  if redis.sha1hex(redis.call('GET', KEYS[1]) or '') ~= ARGV[7] then
+    return {'key_changed', 0, ''}
+  end
+  if tonumber(ARGV[8]) >= 0 then
+    local count = redis.call('INCR', KEYS[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[9], 'NX')
+    if count > tonumber(ARGV[8]) then
+      return {'throttled', 0, ''}
+    end
+  end
+end
 for i = 0, n - 1 do
-  local k = i * 6
-  local a = 7 + i * 5
+  local k = 2 + i * 6
+  local a = 10 + i * 5
   local rpm, tpm, par = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local budget, worst = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   if rpm >= 0 and tonumber(redis.call('GET', KEYS[k + 1]) or '0') + 1 > rpm then
@@ -88,8 +110,8 @@ for i = 0, n - 1 do
 end
 local used = {}
 for i = 0, n - 1 do
-  local k = i * 6
-  local a = 7 + i * 5
+  local k = 2 + i * 6
+  local a = 10 + i * 5
   local rpm, tpm, par = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local budget, worst = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local requests, spent_tokens = -1, -1
@@ -279,20 +301,29 @@ def admit(
     tokens: int,
     worst_cost: Decimal,
     along: Sequence[ScriptCall] = (),
+    confirming: KeyConfirmation | None = None,
 ) -> Admission:
     """Take the call's share of every limit that applies, or refuse it (429/503).
 
     The scripts ``along`` are sent in the admission's round trip to Redis and given their
-    results whatever the admission's outcome; with no limit to count, they are not sent.
+    results whatever the admission's outcome; with no limit to count and no key to
+    confirm, they are not sent.
+    ``confirming`` is the call's API key taken on trust: confirmed first, in the same
+    script, nothing taken if it cannot be (it raises).
     """
     counted = [scope for scope in scopes if _counted(scope)]
-    if not counted:
+    if not counted and confirming is None:
         return Admission()
     client = redis_client()
     if client is None:  # the embedded default: no shared counters to hold a budget
+        if confirming is not None:
+            confirming.unanswered(None)
         return _unavailable(counted, None)
     worst_nano = math.ceil(worst_cost * NANO)
     for attempt in range(3):
+        confirm_keys, confirm_args = (
+            (confirming.script_keys(), confirming.script_args()) if confirming else _NO_KEY
+        )
         now = datetime.now(UTC)
         epoch = now.timestamp()
         minute = int(epoch // 60)
@@ -305,6 +336,7 @@ def admit(
             tokens,
             len(counted),
             int(settings.GOVERNANCE_RESERVATION_SECONDS) + 60,
+            *confirm_args,
         ]
         for scope in counted:
             limits = scope.limits
@@ -315,20 +347,28 @@ def admit(
                 -1 if limits.budget_nano is None else limits.budget_nano,
                 worst_nano,
             ]
+        script_keys = [*confirm_keys, *keys]
         try:
             if along and attempt == 0:
-                outcome = _admitted_along(client, keys, arguments, along)
+                outcome = _admitted_along(client, script_keys, arguments, along)
             else:
-                outcome = _script(client, _ADMIT)(keys=keys, args=arguments, client=client)
+                outcome = _script(client, _ADMIT)(keys=script_keys, args=arguments, client=client)
         except Exception as exc:
+            if confirming is not None:
+                confirming.unanswered(exc)
             return _unavailable(counted, exc)
         verdict = outcome[0].decode() if isinstance(outcome[0], bytes) else outcome[0]
+        if confirming is not None:
+            confirming.answered(verdict)  # raises unless the key is confirmed
+            confirming = None  # counted once: not sent again when the spend is rebuilt
         if verdict == "rebuild":
             scope = counted[int(outcome[1])]
             _rebuild_spend(client, scope, keys[int(outcome[1]) * _KEYS_PER_SCOPE + 5], now)
             continue
         if verdict != "ok":
             _refuse(verdict, counted[int(outcome[1])], outcome[2], epoch)
+        if not counted:
+            return Admission()
         budgeted = any(scope.limits.budget_nano is not None for scope in counted)
         return Admission(
             request_id=request_id,
@@ -339,6 +379,12 @@ def admit(
             reserved=worst_cost if budgeted else Decimal(0),
         )
     raise GovernanceUnavailable("The budget's spend could not be read; try again.")
+
+
+def confirm_key(confirming: KeyConfirmation) -> None:
+    """Confirm an API key taken on trust by a request that ends before a call is admitted
+    (refused, invalid): the admission's script with nothing to take; raises as it does."""
+    admit([], tokens=0, worst_cost=Decimal(0), confirming=confirming)
 
 
 def _admitted_along(

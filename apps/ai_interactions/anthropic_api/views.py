@@ -500,6 +500,8 @@ def _events(interaction: AIInteraction, chunks: Chunks, model: str) -> Iterator[
 
 
 class MessagesView(GatewayView):
+    key_on_trust = True
+
     @extend_schema(
         summary="Anthropic-compatible messages",
         description=(

@@ -238,6 +238,8 @@ def _events(interaction: AIInteraction, chunks: Chunks, include_usage: bool) -> 
 
 
 class ChatCompletionsView(GatewayView):
+    key_on_trust = True
+
     @extend_schema(
         summary="OpenAI-compatible chat completions",
         description=(
@@ -291,6 +293,8 @@ def _checked_input(value: Any) -> None:
 
 
 class EmbeddingsView(GatewayView):
+    key_on_trust = True
+
     @extend_schema(
         summary="OpenAI-compatible embeddings",
         request=EmbeddingRequestSchema,
