@@ -44,9 +44,9 @@ from contextos.exceptions import AppError
 logger = logging.getLogger(__name__)
 
 _KEYS_PER_SCOPE = 6
+_ARGS_PER_SCOPE = 5
 # The script's first keys and its arguments 7-9 when no API key is to be confirmed.
 _NO_KEY: tuple[list[str], list[object]] = (["", ""], ["", -1, 0])
-_ARGS_PER_SCOPE = 5
 
 # KEYS[1], KEYS[2], ARGV[7..9]: an API key taken on trust (ARGV[7] '' when none): its
 # cache entry must hash to ARGV[7], and the request is counted at KEYS[2] against
