@@ -65,23 +65,42 @@ def revoke_in_another_process(raw_key: str) -> None:
     )
 
 
+# Every gateway call that takes its key on trust, as its client sends it.
+GATEWAY_CALLS = {
+    "chat": lambda client: chat(client, "after the revocation"),
+    "chat-streamed": lambda client: chat(client, "after the revocation", stream=True),
+    "embeddings": lambda client: client.post(
+        "/v1/embeddings", {"model": "fake-gpt", "input": "after the revocation"}, format="json"
+    ),
+    "messages": lambda client: client.post(
+        "/v1/messages",
+        {
+            "model": "fake-gpt",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "after the revocation"}],
+        },
+        format="json",
+    ),
+}
+
+
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("call", GATEWAY_CALLS.values(), ids=GATEWAY_CALLS.keys())
 def test_a_key_revoked_by_another_process_is_refused_at_its_next_call(
-    client_for, user, openai_model, stream
+    client_for, user, openai_model, call
 ):
     _, raw_key = api_key_create(user=user, name="trusted")
     client = client_for(raw_key)
     on_trust(client, raw_key)
-    sent, rows = calls_to(openai_model), AIInteraction.objects.count()
+    sent, rows = len(openai_model.requests), AIInteraction.objects.count()
 
     revoke_in_another_process(raw_key)
     assert known_to_this_process(raw_key)  # this process was not told
-    response = chat(client, "after the revocation", stream=stream)
+    response = call(client)
 
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "This API key has been revoked."
-    assert calls_to(openai_model) == sent  # no provider was called
+    assert len(openai_model.requests) == sent  # no provider was called
     assert AIInteraction.objects.count() == rows
 
 
