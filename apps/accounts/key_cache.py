@@ -61,23 +61,23 @@ class KeyUnconfirmed(Exception):
 @dataclass
 class KeyConfirmation:
     """What confirms a key taken on trust, in a script's round trip: its cache entry,
-    whose bytes must hash to ``fingerprint``, and the request's count against the key's
-    rate limit (``API_RATE_LIMIT``; ``limit`` -1: none)."""
+    whose bytes must hash to ``fingerprint``, and the request counted in its rate-limit
+    ``window`` (``API_RATE_LIMIT``; None: no limit)."""
 
     digest: str
     entry: str
     fingerprint: str
-    counter: str
-    lifetime: int
-    limit: int
-    ends_in: float
+    window: Window | None
     confirmed: bool = False
 
     def script_keys(self) -> list[str]:
-        return [self.entry, self.counter]
+        # The counter is made of a digest and numbers: a valid key, not checked again.
+        return [self.entry, cache.make_key(self.window.counter) if self.window else self.entry]
 
     def script_args(self) -> list[object]:
-        return [self.fingerprint, self.limit, self.lifetime]
+        if self.window is None:
+            return [self.fingerprint, -1, 0]
+        return [self.fingerprint, self.window.limit, self.window.lifetime]
 
     def answered(self, verdict: str) -> None:
         """The script's verdict: ``key_changed`` (raises :class:`KeyUnconfirmed`),
@@ -88,7 +88,7 @@ class KeyConfirmation:
             raise KeyUnconfirmed
         self.confirmed = True
         if verdict == "throttled":
-            raise Throttled(wait=max(self.ends_in, 1.0))
+            raise Throttled(wait=max(self.window.ends_in, 1.0))
 
     def unanswered(self, error: Exception | None) -> None:
         """The script could not run: the key stays unconfirmed (raises)."""
@@ -151,16 +151,7 @@ def known_key(digest: str, window: Window | None) -> APIKey | None:
         return None
     _, entry, fingerprint, template = known
     api_key = copy.copy(template)
-    api_key.confirmation = KeyConfirmation(
-        digest=digest,
-        entry=entry,
-        fingerprint=fingerprint,
-        # Made of a digest and numbers: a valid key, not checked again.
-        counter=cache.make_key(window.counter) if window else entry,
-        lifetime=window.lifetime if window else 0,
-        limit=window.limit if window else -1,
-        ends_in=window.ends_in if window else 0.0,
-    )
+    api_key.confirmation = KeyConfirmation(digest, entry, fingerprint, window)
     return api_key
 
 

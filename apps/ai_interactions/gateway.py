@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBase, StreamingHttpResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import APIKeyAuthentication, request_api_key
-from apps.accounts.key_cache import KeyUnconfirmed
+from apps.accounts.key_cache import KeyConfirmation, KeyUnconfirmed
 from apps.ai_interactions.catalog import UnknownModel
 from apps.ai_interactions.models import AIInteraction, InteractionMode
 from apps.ai_interactions.providers.base import Message
@@ -63,20 +63,25 @@ class GatewayView(APIView):
             return super().handle_exception(again)
 
     def finalize_response(
-        self, request: Request, response: Any, *args: Any, **kwargs: Any
-    ) -> Response:
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
         confirmation = getattr(getattr(request, "_auth", None), "confirmation", None)
         if confirmation is not None and not confirmation.confirmed:
             # Refused before its admission: the refusal stands if the key as it is now
             # lets the request in; else that key's refusal (401, 429) is the answer.
             try:
-                try:
-                    confirm_key(confirmation)
-                except KeyUnconfirmed:
-                    self._authenticated_again()
+                self._key_let_in(confirmation)
             except Exception as refusal:
                 response = super().handle_exception(refusal)
         return super().finalize_response(request, response, *args, **kwargs)
+
+    def _key_let_in(self, confirmation: KeyConfirmation) -> None:
+        """Confirm the request's key alone, or authenticate the request again; raises what
+        refuses it."""
+        try:
+            confirm_key(confirmation)
+        except KeyUnconfirmed:
+            self._authenticated_again()
 
     def _authenticated_again(self) -> None:
         """Authenticate the request anew, its key read afresh, and check it in again."""
