@@ -203,6 +203,31 @@ def web_server(
             stop(server)
 
 
+@contextmanager
+def server_floor(upstream_url: str, *, port: int | None = None) -> Iterator[str]:
+    """gunicorn serving ``bench.wsgi_floor`` (no Django) as ``scripts/start-web`` serves
+    the app: one worker process of the same class, threads and keep-alive; its base URL."""
+    port = port or 17000 + os.getpid() % 1000
+    server = start(
+        [
+            str(BIN / "gunicorn"),
+            "bench.wsgi_floor:application",
+            f"--bind=127.0.0.1:{port}",
+            "--workers=1",
+            "--worker-class=gthread",
+            "--threads=16",
+            "--keep-alive=5",
+        ],
+        BENCH_UPSTREAM_URL=upstream_url,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get_ok(base), timeout=60, what="the server's floor")
+        yield base
+    finally:
+        stop(server)
+
+
 def _get_ok(url: str) -> bool:
     import urllib.request
 
@@ -755,6 +780,17 @@ def gateway_scenarios(
         requests=100,
         body=gateway_body,
     )
+    # Under that, what the server alone adds: the same calls forwarded by a WSGI app
+    # with no Django on the same gunicorn worker.
+    with server_floor(upstream) as bare_server:
+        server = added_latency(
+            f"{bare_server}/chat/completions",
+            chat[1],
+            governed,
+            runs=runs,
+            requests=100,
+            body=gateway_body,
+        )
     streamed = added_latency(
         *chat, governed, runs=runs, requests=100, body=streamed_body, first_byte=True
     )
@@ -804,6 +840,14 @@ def gateway_scenarios(
             "floor: a bare authenticated view forwarding the same calls to the upstream "
             "(no limits, cache or row) vs the upstream directly, median",
             *floor.added(),
+            "ms",
+            5,
+            kind="info",
+        ),
+        Row(
+            "server floor: the same calls forwarded by a WSGI app with no Django on the same "
+            "gunicorn worker vs the upstream directly, median",
+            *server.added(),
             "ms",
             5,
             kind="info",
