@@ -5,8 +5,10 @@ changes to the hot path move it. Two servers run at once, A and B, each one guni
 worker process with ``SERVER_TIMING`` on; every call goes to both, in alternating
 order, with a new prompt each (never a cache hit), and once straight to the upstream.
 The medians of each side and their difference are then measured under the same
-drift. Each side is a checkout (``--a-root``: a ``git worktree`` of the code before a
-change, say) and settings (``--b-env NAME=VALUE``, repeatable).
+drift. Timed also inside the fake upstream (when each request reached it, when its
+answer left), each side's added time is split into what it adds before the provider is
+asked and after it answers. Each side is a checkout (``--a-root``: a ``git worktree``
+of the code before a change, say) and settings (``--b-env NAME=VALUE``, repeatable).
 
     git worktree add /tmp/before HEAD~1
     python -m bench.paired --a-root /tmp/before --calls 600
@@ -40,6 +42,11 @@ class Side:
     stages: dict[str, list[dict[str, float]]] = field(
         default_factory=lambda: {k: [] for k in KINDS}
     )
+    # Per call: ms from sending it to the upstream's receiving it, and from the
+    # upstream's answer to the client's (first) byte.
+    legs: dict[str, list[tuple[float, float]]] = field(
+        default_factory=lambda: {k: [] for k in KINDS}
+    )
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -60,13 +67,34 @@ def _call(kind: str, prompt: str) -> tuple[str, dict, bool]:
     return path, run.gateway_body(prompt), False
 
 
-def measure(sides: list[Side], kinds: list[str], *, calls: int, upstream_ms: float) -> None:
+def _marked_upstream():
+    """The bench's fake upstream, noting when its last request came in and when its
+    answer (a stream's first event) began, on ``time.perf_counter``'s clock."""
     from tests.fakes.openai_server import FakeOpenAI
 
+    class Marked(FakeOpenAI):
+        came = left = 0.0
+
+        def handle(self, handler, method):
+            self.came = time.perf_counter()
+            return super().handle(handler, method)
+
+        def answer_main(self, handler, body, reply):  # once its delay is over
+            self.left = time.perf_counter()
+            return super().answer_main(handler, body, reply)
+
+    return Marked()
+
+
+def _legs(upstream, sent: float, answer: run.Timed) -> tuple[float, float]:
+    return (upstream.came - sent) * 1000, (sent + answer.seconds - upstream.left) * 1000
+
+
+def measure(sides: list[Side], kinds: list[str], *, calls: int, upstream_ms: float) -> None:
     run.prepare_database()
     run.setup_django()
     user, _ = run.bench_api_key()
-    with FakeOpenAI() as upstream, ExitStack() as servers:
+    with _marked_upstream() as upstream, ExitStack() as servers:
         upstream.default_delay = upstream_ms / 1000
         run.echo_route()
         run.gateway_route(upstream.base_url)
@@ -84,30 +112,45 @@ def measure(sides: list[Side], kinds: list[str], *, calls: int, upstream_ms: flo
             )
         client = run.KeepAliveClient()
         direct: dict[str, list[float]] = {k: [] for k in kinds}
+        direct_legs: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
         for number in range(calls + 20):  # the first 20 warm the servers up
             for kind in kinds:
                 for side in sides if number % 2 == 0 else reversed(sides):
                     # A prompt of its own each (the sides share the answer cache).
                     prompt = f"paired {side.name} {number} {time.perf_counter_ns()}"
                     path, body, first_byte = _call(kind, prompt)
+                    sent = time.perf_counter()
                     answer = client.post(side.base + path, body, key, first_byte=first_byte)
                     if answer.status != 200:
                         raise run.BenchError(f"{side.name} answered {answer.status}")
                     if number >= 20:
                         side.ms[kind].append(answer.seconds * 1000)
                         side.stages[kind].append(answer.stages)
+                        side.legs[kind].append(_legs(upstream, sent, answer))
                 path, body, first_byte = _call(kind, f"paired upstream {number}")
+                sent = time.perf_counter()
                 answer = client.post(
                     f"{upstream.base_url}/chat/completions", body, first_byte=first_byte
                 )
                 if number >= 20:
                     direct[kind].append(answer.seconds * 1000)
-    report(sides, kinds, direct)
+                    direct_legs[kind].append(_legs(upstream, sent, answer))
+    report(sides, kinds, direct, direct_legs)
 
 
-def report(sides: list[Side], kinds: list[str], direct: dict[str, list[float]]) -> None:
+def _leg_medians(legs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(leg[0] for leg in legs), statistics.median(leg[1] for leg in legs)
+
+
+def report(
+    sides: list[Side],
+    kinds: list[str],
+    direct: dict[str, list[float]],
+    direct_legs: dict[str, list[tuple[float, float]]],
+) -> None:
     for kind in kinds:
         upstream = statistics.median(direct[kind])
+        to_upstream, from_upstream = _leg_medians(direct_legs[kind])
         print(f"\n{kind}: the upstream directly {upstream:.2f} ms; added, median (ms):")
         added = {}
         for side in sides:
@@ -115,7 +158,12 @@ def report(sides: list[Side], kinds: list[str], direct: dict[str, list[float]]) 
             p99 = statistics.quantiles(side.ms[kind], n=100)[98] - upstream
             stages = run.Stages.of(kind, side.stages[kind], upstream)
             breakdown = ", ".join(f"{name} {ms:.2f}" for name, ms in stages.medians.items())
+            before, after = _leg_medians(side.legs[kind])
             print(f"  {side.name}: {added[side.name]:.2f}, p99 {p99:.2f}  ({breakdown})")
+            print(
+                f"     before the provider +{before - to_upstream:.2f}, "
+                f"after it +{after - from_upstream:.2f}"
+            )
         print(f"  B - A: {added['B'] - added['A']:+.2f}")
 
 
