@@ -6,7 +6,7 @@ worker process with ``SERVER_TIMING`` on; every call goes to both, in alternatin
 order, with a new prompt each (never a cache hit), and once straight to the upstream.
 The medians of each side and their difference are then measured under the same
 drift. Timed also inside the fake upstream (when each request reached it, when its
-answer left), each side's added time is split into what it adds before the provider is
+answer began), each side's added time is split into what it adds before the provider is
 asked and after it answers. Each side is a checkout (``--a-root``: a ``git worktree``
 of the code before a change, say) and settings (``--b-env NAME=VALUE``, repeatable).
 

@@ -195,18 +195,15 @@ def web_server(
             STATIC_ROOT=static_root,
             **env,
         )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: _get_ok(f"{base}/api/v1/health/live"), timeout=60, what="web")
+        with _serving(server, port, "/api/v1/health/live", what="web") as base:
             yield base
-        finally:
-            stop(server)
 
 
 @contextmanager
 def server_floor(upstream_url: str, *, port: int | None = None) -> Iterator[str]:
     """gunicorn serving ``bench.wsgi_floor`` (no Django) as ``scripts/start-web`` serves
-    the app: one worker process of the same class, threads and keep-alive; its base URL."""
+    the app by default (its worker class and threads) with the bench's keep-alive, one
+    worker process; its base URL."""
     port = port or 17000 + os.getpid() % 1000
     server = start(
         [
@@ -220,9 +217,17 @@ def server_floor(upstream_url: str, *, port: int | None = None) -> Iterator[str]
         ],
         BENCH_UPSTREAM_URL=upstream_url,
     )
+    with _serving(server, port, "/", what="the server's floor") as base:
+        yield base
+
+
+@contextmanager
+def _serving(server: subprocess.Popen, port: int, ready_path: str, *, what: str) -> Iterator[str]:
+    """The base URL of ``server`` on ``port`` once ``ready_path`` answers 200; the server
+    is stopped when the block ends."""
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _get_ok(base), timeout=60, what="the server's floor")
+        wait_for(lambda: _get_ok(base + ready_path), timeout=60, what=what)
         yield base
     finally:
         stop(server)

@@ -1,8 +1,6 @@
 """Baselines: the least a view can do for the same job, on the same server."""
 
-import functools
 import json
-import os
 import uuid
 
 from django.core.cache import cache
@@ -10,11 +8,10 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from urllib3.connectionpool import HTTPConnectionPool, connection_from_url
-from urllib3.util import parse_url
 
 from apps.ai_interactions.models import AIInteraction
 from apps.tasks.models import Task
+from bench.wsgi_floor import upstream
 from contextos.timing import stage
 
 
@@ -105,14 +102,6 @@ class BareCacheInsertView(APIView):
         return Response({**body, "id": f"chatcmpl-{row.pk.hex}", "model": row.model})
 
 
-@functools.cache
-def _upstream() -> tuple[HTTPConnectionPool, str]:
-    # Made in the worker process, after the fork; the upstream's own pool, as the
-    # gateway's provider keeps it.
-    url = os.environ["BENCH_UPSTREAM_URL"]
-    return connection_from_url(url, maxsize=32), (parse_url(url).path or "").rstrip("/")
-
-
 class BareProxyView(APIView):
     """Authenticated and throttled: the chat request forwarded to the benchmark's upstream
     (``BENCH_UPSTREAM_URL``; one urllib3 POST on a kept-alive connection, as the gateway's
@@ -121,7 +110,7 @@ class BareProxyView(APIView):
 
     def post(self, request: Request) -> Response:
         with stage("provider"):
-            pool, prefix = _upstream()
+            pool, prefix = upstream()
             answer = pool.urlopen(
                 "POST",
                 f"{prefix}/chat/completions",

@@ -12,8 +12,10 @@ from urllib3.util import parse_url
 
 
 @functools.cache
-def _upstream() -> tuple[HTTPConnectionPool, str]:
-    # Made in the worker process, after the fork, as the gateway's provider keeps its pool.
+def upstream() -> tuple[HTTPConnectionPool, str]:
+    """The benchmark's upstream: its own pool, made in the worker process (after the fork)
+    as the gateway's provider keeps it, and its URL's path (the bench's forwarding views
+    share it)."""
     url = os.environ["BENCH_UPSTREAM_URL"]
     return connection_from_url(url, maxsize=32), (parse_url(url).path or "").rstrip("/")
 
@@ -23,7 +25,7 @@ def application(environ: dict, start_response) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-    pool, prefix = _upstream()
+    pool, prefix = upstream()
     answer = pool.urlopen(
         "POST",
         prefix + environ["PATH_INFO"],

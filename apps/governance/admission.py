@@ -44,7 +44,6 @@ from contextos.exceptions import AppError
 logger = logging.getLogger(__name__)
 
 _KEYS_PER_SCOPE = 6
-_ARGS_PER_SCOPE = 5
 # The script's first keys and its arguments 7-9 when no API key is to be confirmed.
 _NO_KEY: tuple[list[str], list[object]] = (["", ""], ["", -1, 0])
 
